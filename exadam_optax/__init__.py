@@ -1,0 +1,8 @@
+"""EXAdam, Adam with adaptive cross-moments, as an optax transformation."""
+
+from exadam_optax.alias import exadam
+from exadam_optax.transform import ScaleByExAdamState, scale_by_exadam
+
+__all__ = ["ScaleByExAdamState", "exadam", "scale_by_exadam"]
+
+__version__ = "0.1.0"
