@@ -42,6 +42,16 @@ def _compute_dtype(dtype) -> jnp.dtype:
   return jnp.promote_types(dtype, jnp.float32)
 
 
+def _ratio_saturation(dtype) -> float:
+  r"""The :math:`x` above which :math:`x / (x + 1)` rounds to 1 in ``dtype``.
+
+  For :math:`x \ge 2^{p+1}`, with :math:`p` the number of significand bits of
+  ``dtype``, :math:`1 - x / (x + 1)` is below half a unit in the last place of
+  1, so clipping :math:`x` there changes no rounded ratio.
+  """
+  return 2.0 ** (jnp.finfo(dtype).nmant + 2)
+
+
 def _check_real(tree, what: str) -> None:
   for leaf in jax.tree.leaves(tree):
     if jnp.issubdtype(jnp.result_type(leaf), jnp.complexfloating):
@@ -160,8 +170,17 @@ def scale_by_exadam(
     b1_t, debias1 = _power_and_complement(log_b1, t)
     b2_t, debias2 = _power_and_complement(log_b2, t)
     step_size = 0.5 * jnp.log(2.0 * (t + 1.0)) if dynamic_step_size else 1.0
+    # Scalar factors, computed once per step rather than once per element.
+    scale = step_size / debias1
+    inv_debias2 = 1.0 / debias2
+    inv_eps = 1.0 / jnp.asarray(eps, scalar_dtype)
 
     def leaf_update(g, mu, nu):
+      # Per element, one square root and two divisions (Adam: one of each).
+      # With x = v / eps, the momentum's cross-moment factor is
+      # 1 + b2^t v / (v + eps) = (a + b2^t x) / a for a = 1 + x, and a joins
+      # the final denominator. Clipping x where x / (1 + x) rounds to 1
+      # anyway keeps that product of denominators finite.
       dtype = _compute_dtype(g.dtype)
       g_c = g.astype(dtype)
       m = b1 * mu.astype(dtype) + (1.0 - b1) * g_c
@@ -169,14 +188,15 @@ def scale_by_exadam(
       momentum = m + g_c if gradient_acceleration else m
       if cross_moment_debiasing:
         m_sq = jnp.square(m)
-        momentum = momentum * (1.0 + v / (v + eps) * b2_t.astype(dtype))
         v_tilde = v * (1.0 + m_sq / (m_sq + eps) * b1_t.astype(dtype))
+        denominator = jnp.sqrt(v_tilde * inv_debias2.astype(dtype)) + eps
+        x = jnp.minimum(v * inv_eps.astype(dtype), _ratio_saturation(dtype))
+        a = x + 1.0
+        momentum = momentum * (a + b2_t.astype(dtype) * x)
+        direction = momentum / (a * denominator)
       else:
-        v_tilde = v
-      momentum = momentum / debias1.astype(dtype)
-      v_tilde = v_tilde / debias2.astype(dtype)
-      direction = momentum / (jnp.sqrt(v_tilde) + eps)
-      direction = step_size * direction
+        direction = momentum / (jnp.sqrt(v * inv_debias2.astype(dtype)) + eps)
+      direction = scale.astype(dtype) * direction
       return (
         direction.astype(g.dtype),
         m.astype(mu.dtype),
