@@ -14,13 +14,13 @@ def test_readme_snippets_run():
   )
   x, y = jnp.ones((4, 3)), jnp.ones((4, 2))
   namespace = {}
-  exec(compile(optax_block, str(README), "exec"), namespace)  # noqa: S102
+  exec(compile(optax_block, str(README), "exec"), namespace)
   params, _ = namespace["step"](
     namespace["params"], namespace["opt_state"], x, y
   )
   assert params["w"].shape == (3, 2)
   assert float(jnp.max(jnp.abs(params["w"]))) > 0
-  exec(compile(nnx_block, str(README), "exec"), namespace)  # noqa: S102
+  exec(compile(nnx_block, str(README), "exec"), namespace)
   losses = [
     float(
       namespace["train_step"](namespace["model"], namespace["optimizer"], x, y)
