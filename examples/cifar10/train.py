@@ -61,7 +61,9 @@ _LOG_EVERY_STEPS = 20
 
 TRAINING_PRESETS: dict[str, dict[str, Any]] = {
   "paper": dict(learning_rate=1e-4, epochs=100, batch_size=128),
-  "tiny": dict(learning_rate=1e-3, epochs=2, batch_size=128),
+  "tiny": dict(
+    learning_rate=1e-3, epochs=2, batch_size=128, max_train_images=4096
+  ),
 }
 """Training defaults of each preset; the model sizes are in
 :data:`examples.cifar10.model.CNN_PRESETS`. ``paper`` is the paper's protocol;
@@ -104,6 +106,8 @@ class CNNTrainConfig:
     batch_size: Global batch size for training and evaluation (a multiple of
       the number of devices).
     val_size: Training images held out for validation, from the end.
+    max_train_images: Train on at most the first N of the remaining
+      training images; None uses them all (the paper's 40,000).
     augment: Whether to flip and warp the training images.
     plateau_factor: ``ReduceLROnPlateau`` factor.
     plateau_patience: ``ReduceLROnPlateau`` patience, in epochs.
@@ -135,6 +139,7 @@ class CNNTrainConfig:
   epochs: int = 100
   batch_size: int = 128
   val_size: int = 10_000
+  max_train_images: int | None = None
   augment: bool = True
   plateau_factor: float = 0.1
   plateau_patience: int = 5
@@ -171,6 +176,8 @@ class CNNTrainConfig:
       "keep_checkpoints",
     ):
       _check_positive(name, getattr(self, name))
+    if self.max_train_images is not None:
+      _check_positive("max_train_images", self.max_train_images)
     if not 0.0 < self.plateau_factor < 1.0:
       raise ValueError(
         f"plateau_factor must lie in (0, 1), got {self.plateau_factor!r}."
@@ -378,6 +385,11 @@ def train(
   if dataset is None:
     dataset = data_lib.load_cifar10(
       config.data_dir, download=config.download, val_size=config.val_size
+    )
+  if config.max_train_images is not None:
+    dataset = dataset._replace(
+      train_images=dataset.train_images[: config.max_train_images],
+      train_labels=dataset.train_labels[: config.max_train_images],
     )
   if not len(dataset.val_images):
     raise ValueError(
@@ -587,6 +599,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     help="training images held out for validation (default: %(default)s)",
   )
   parser.add_argument(
+    "--max-train-images",
+    type=cli.positive_int,
+    help="train on at most the first N training images (paper: all 40000; "
+    "the tiny preset: 4096)",
+  )
+  parser.add_argument(
     "--no-augment",
     action="store_true",
     help="train without random flips and warps",
@@ -625,7 +643,12 @@ def config_from_args(args: argparse.Namespace) -> CNNTrainConfig:
     progress=not args.no_progress,
     **cli.given(
       args,
-      {"lr": "learning_rate", "epochs": "epochs", "batch_size": "batch_size"},
+      {
+        "lr": "learning_rate",
+        "epochs": "epochs",
+        "batch_size": "batch_size",
+        "max_train_images": "max_train_images",
+      },
     ),
   )
 

@@ -343,3 +343,15 @@ def test_bad_gpt_settings_are_rejected(text_file, tmp_path, overrides, message):
 def test_unknown_preset_is_rejected():
   with pytest.raises(ValueError, match="Unknown preset 'huge'"):
     cnn_train.CNNTrainConfig.for_preset("huge")
+
+
+def test_cnn_max_train_images_limits_the_epoch(cifar_dir, tmp_path):
+  args = cnn_train.parse_args(["--preset=tiny", "--max-train-images=16"])
+  assert cnn_train.config_from_args(args).max_train_images == 16
+  assert cnn_train.CNNTrainConfig.for_preset("tiny").max_train_images == 4096
+  with pytest.raises(ValueError, match="max_train_images must be a positive"):
+    cnn_train.CNNTrainConfig.for_preset("tiny", max_train_images=0)
+  result = cnn_train.train(
+    _cnn_config(cifar_dir, tmp_path / "run", epochs=1, max_train_images=16)
+  )
+  assert [record["step"] for record in result.history] == [1]
