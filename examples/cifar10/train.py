@@ -49,7 +49,14 @@ import optax
 from examples.cifar10 import augment as augment_lib
 from examples.cifar10 import data as data_lib
 from examples.cifar10 import model as model_lib
-from examples.common import checkpointing, cli, optimizers, plateau, run_dir
+from examples.common import (
+  checkpointing,
+  cli,
+  optimizers,
+  plateau,
+  run_config,
+  run_dir,
+)
 from examples.common import metrics as metrics_lib
 from examples.common import progress as progress_lib
 from examples.common import sharding as sharding_lib
@@ -155,29 +162,23 @@ class CNNTrainConfig:
   progress: bool = True
 
   def __post_init__(self) -> None:
-    if self.preset not in TRAINING_PRESETS:
-      raise ValueError(
-        f"Unknown preset {self.preset!r}; choose one of {sorted(TRAINING_PRESETS)}."
-      )
+    run_config.check_run_settings(
+      self,
+      TRAINING_PRESETS,
+      positive=(
+        "epochs",
+        "batch_size",
+        "val_size",
+        "checkpoint_every",
+        "keep_checkpoints",
+      ),
+    )
     if self.variant not in ("paper", "notebook"):
       raise ValueError(
         f"variant must be 'paper' or 'notebook', got {self.variant!r}."
       )
-    if self.optimizer not in optimizers.OPTIMIZERS:
-      raise ValueError(
-        f"Unknown optimizer {self.optimizer!r}; choose one of "
-        f"{', '.join(optimizers.OPTIMIZER_NAMES)}."
-      )
-    for name in (
-      "epochs",
-      "batch_size",
-      "val_size",
-      "checkpoint_every",
-      "keep_checkpoints",
-    ):
-      _check_positive(name, getattr(self, name))
     if self.max_train_images is not None:
-      _check_positive("max_train_images", self.max_train_images)
+      run_config.check_positive("max_train_images", self.max_train_images)
     if not 0.0 < self.plateau_factor < 1.0:
       raise ValueError(
         f"plateau_factor must lie in (0, 1), got {self.plateau_factor!r}."
@@ -185,18 +186,6 @@ class CNNTrainConfig:
     if self.plateau_patience < 0:
       raise ValueError(
         f"plateau_patience must be >= 0, got {self.plateau_patience!r}."
-      )
-    if (
-      isinstance(self.seed, bool)
-      or not isinstance(self.seed, int)
-      or not (0 <= self.seed < 2**32)
-    ):
-      raise ValueError(
-        f"seed must be an integer in [0, 2**32), got {self.seed!r}."
-      )
-    if self.dtype not in ("float32", "bfloat16"):
-      raise ValueError(
-        f"dtype must be 'float32' or 'bfloat16', got {self.dtype!r}."
       )
 
   @classmethod
@@ -215,10 +204,7 @@ class CNNTrainConfig:
     Raises:
       ValueError: If ``preset`` is unknown or a value is out of range.
     """
-    if preset not in TRAINING_PRESETS:
-      raise ValueError(
-        f"Unknown preset {preset!r}; choose one of {sorted(TRAINING_PRESETS)}."
-      )
+    run_config.check_preset(preset, TRAINING_PRESETS)
     return cls(preset=preset, **{**TRAINING_PRESETS[preset], **overrides})
 
   def resolved_out_dir(self) -> pathlib.Path:
@@ -228,11 +214,6 @@ class CNNTrainConfig:
     return pathlib.Path(
       "runs", f"cifar10-{self.preset}-{self.optimizer}-seed{self.seed}"
     )
-
-
-def _check_positive(name: str, value: int) -> None:
-  if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-    raise ValueError(f"{name} must be a positive integer, got {value!r}.")
 
 
 @dataclasses.dataclass

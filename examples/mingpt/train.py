@@ -40,7 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from examples.common import checkpointing, cli, optimizers, run_dir
+from examples.common import checkpointing, cli, optimizers, run_config, run_dir
 from examples.common import metrics as metrics_lib
 from examples.common import progress as progress_lib
 from examples.common import sharding as sharding_lib
@@ -166,35 +166,22 @@ class GPTTrainConfig:
   progress: bool = True
 
   def __post_init__(self) -> None:
-    if self.preset not in TRAINING_PRESETS:
-      raise ValueError(
-        f"Unknown preset {self.preset!r}; choose one of {sorted(TRAINING_PRESETS)}."
-      )
-    if self.optimizer not in optimizers.OPTIMIZERS:
-      raise ValueError(
-        f"Unknown optimizer {self.optimizer!r}; choose one of "
-        f"{', '.join(optimizers.OPTIMIZER_NAMES)}."
-      )
-    for name in ("iters", "batch_size", "eval_interval", "eval_iters"):
-      _check_positive(name, getattr(self, name))
-    _check_positive("checkpoint_every", self.checkpoint_every)
-    _check_positive("keep_checkpoints", self.keep_checkpoints)
+    run_config.check_run_settings(
+      self,
+      TRAINING_PRESETS,
+      positive=(
+        "iters",
+        "batch_size",
+        "eval_interval",
+        "eval_iters",
+        "checkpoint_every",
+        "keep_checkpoints",
+      ),
+    )
     if self.sample_tokens < 0:
       raise ValueError(f"sample_tokens must be >= 0, got {self.sample_tokens}.")
     if not self.temperature > 0:
       raise ValueError(f"temperature must be > 0, got {self.temperature}.")
-    if (
-      isinstance(self.seed, bool)
-      or not isinstance(self.seed, int)
-      or not (0 <= self.seed < 2**32)
-    ):
-      raise ValueError(
-        f"seed must be an integer in [0, 2**32), got {self.seed!r}."
-      )
-    if self.dtype not in ("float32", "bfloat16"):
-      raise ValueError(
-        f"dtype must be 'float32' or 'bfloat16', got {self.dtype!r}."
-      )
 
   @classmethod
   def for_preset(
@@ -212,10 +199,7 @@ class GPTTrainConfig:
     Raises:
       ValueError: If ``preset`` is unknown or a value is out of range.
     """
-    if preset not in TRAINING_PRESETS:
-      raise ValueError(
-        f"Unknown preset {preset!r}; choose one of {sorted(TRAINING_PRESETS)}."
-      )
+    run_config.check_preset(preset, TRAINING_PRESETS)
     return cls(preset=preset, **{**TRAINING_PRESETS[preset], **overrides})
 
   def resolved_out_dir(self) -> pathlib.Path:
@@ -225,11 +209,6 @@ class GPTTrainConfig:
     return pathlib.Path(
       "runs", f"mingpt-{self.preset}-{self.optimizer}-seed{self.seed}"
     )
-
-
-def _check_positive(name: str, value: int) -> None:
-  if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-    raise ValueError(f"{name} must be a positive integer, got {value!r}.")
 
 
 @dataclasses.dataclass
