@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# The benchmarks on one GPU in about ten minutes of wall time:
+#
+#   bash benchmarks/gpu/run.sh OUT_DIR
+#
+# 1. checks that the installed jax/flax/optax run the code (fails early);
+# 2. writes CIFAR-10 from the JPEG pack and copies tiny Shakespeare into a
+#    scratch data folder;
+# 3. the step-cost benchmark (python -m benchmarks.step_cost, about a minute);
+# 4. the paper preset of both experiments (python -m benchmarks.reproduce
+#    --preset paper --auto-seeds): each experiment gets half the time left;
+#    one run is timed first and up to 3 seeds are kept if they fit; all
+#    optimizers advance epoch by epoch (or interval by interval) together,
+#    so if time runs out they stop at the same point, and the tables say so.
+#
+# OUT_DIR receives at most 8 files (the device tool's limit): run.log,
+# tables.md, step_cost.md and results.tar.gz with every file of the run
+# (metrics JSON lines, run_info.json, figures, step-cost JSON). The tarball is
+# rebuilt after each phase, so a run stopped from outside keeps what was done.
+#
+# Environment variables:
+#   EXADAM_GPU_DATA    offline data (default .device/data, see stage_data.sh)
+#   EXADAM_GPU_WORK    scratch folder for data and results (default
+#                      /tmp/exadam_gpu)
+#   EXADAM_GPU_BUDGET  seconds for the whole script (default 560)
+#   EXADAM_GPU_SMOKE   1: a seconds-long dry run of the same wiring (smoke
+#                      preset, small step-cost trees; runs on a CPU too)
+set -euo pipefail
+out=${1:?usage: bash benchmarks/gpu/run.sh OUT_DIR}
+data_source=${EXADAM_GPU_DATA:-.device/data}
+work=${EXADAM_GPU_WORK:-/tmp/exadam_gpu}
+budget=${EXADAM_GPU_BUDGET:-560}
+smoke=${EXADAM_GPU_SMOKE:-0}
+export PYTHONUNBUFFERED=1
+
+mkdir -p "$out" "$work/results"
+exec > >(tee -a "$out/run.log") 2>&1
+start=$SECONDS
+left() { echo $((budget - (SECONDS - start))); }
+pack() {
+  cp -f "$work/results/reproduce/tables.md" "$out/tables.md" 2>/dev/null || true
+  cp -f "$work"/results/step_cost/step_cost_*.md "$out/step_cost.md" 2>/dev/null || true
+  tar -czf "$out/results.tar.gz.tmp" -C "$work" results
+  mv -f "$out/results.tar.gz.tmp" "$out/results.tar.gz"
+}
+
+if [[ "$smoke" == 1 ]]; then
+  preset=smoke
+  step_cost_args=(--sizes 1e4 1e5 --seconds 0.2 --min-rounds 3 --max-rounds 5)
+  require_gpu=()
+else
+  preset=paper
+  step_cost_args=(--sizes 1e6 1e7 1e8 1e9)
+  require_gpu=(--require-gpu)
+fi
+
+echo "== environment ($(date -u +%FT%TZ), budget ${budget} s, preset $preset)"
+python -m benchmarks.gpu.check_env "${require_gpu[@]}"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null || true
+
+echo "== data ($((SECONDS - start)) s)"
+for file in cifar10_jpeg_pack.npz make_cifar10_batches.py tinyshakespeare/input.txt; do
+  if [[ ! -f "$data_source/$file" ]]; then
+    echo "error: $data_source/$file is missing: run bash benchmarks/gpu/stage_data.sh" \
+      "here and pass carry=[\".device/data\"] (or set EXADAM_GPU_DATA)." >&2
+    exit 1
+  fi
+done
+if [[ ! -f "$work/data/cifar-10-batches-py/test_batch" ]]; then
+  python "$data_source/make_cifar10_batches.py" "$work/data" \
+    "$data_source/cifar10_jpeg_pack.npz"
+fi
+mkdir -p "$work/data/tinyshakespeare"
+cp -f "$data_source/tinyshakespeare/input.txt" "$work/data/tinyshakespeare/"
+
+echo "== step cost ($((SECONDS - start)) s)"
+if ! timeout --signal=TERM 180 python -m benchmarks.step_cost \
+  "${step_cost_args[@]}" --out "$work/results/step_cost"; then
+  echo "step cost benchmark failed or timed out; continuing"
+fi
+pack
+
+echo "== reproduction ($((SECONDS - start)) s)"
+# Leave 40 s for start-up, data loading and the report; halve the rest.
+per_experiment=$(( ($(left) - 40) / 2 ))
+if (( per_experiment < 30 )); then
+  echo "error: only $(left) s left for the reproduction; raise EXADAM_GPU_BUDGET." >&2
+  exit 1
+fi
+rm -rf "$work/results/reproduce"
+status=0
+timeout --signal=TERM "$(left)" python -m benchmarks.reproduce \
+  --preset "$preset" --mode compare --seeds 3 --auto-seeds \
+  --time-budget "$per_experiment" --data-dir "$work/data" \
+  --out "$work/results/reproduce" || status=$?
+if (( status != 0 )); then
+  echo "reproduce exited with status $status; rebuilding the report from what was written"
+  python -m benchmarks.reproduce --report-only --out "$work/results/reproduce" || true
+fi
+pack
+echo "== done in $((SECONDS - start)) s; files in $out"
+exit "$status"

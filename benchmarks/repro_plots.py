@@ -1,0 +1,257 @@
+"""PNG figures like the paper's Figures 1 to 3, with a band over seeds.
+
+Each curve is the mean over seeds; the shaded band spans one sample standard
+deviation either side (no band for a single seed). Figures are drawn with
+matplotlib's Agg canvas, without pyplot, so nothing needs a display.
+Where the run covers the paper's evaluation points (``paper_points=True``),
+the paper's single-seed values from its tables are drawn as markers.
+"""
+
+from __future__ import annotations
+
+import math
+import pathlib
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from benchmarks import repro_records
+from benchmarks.repro_presets import (
+  ABLATION_ARMS,
+  CNN_OPTIMIZERS,
+  GPT_OPTIMIZERS,
+  PAPER_CNN_CURVES,
+  PAPER_GPT_CURVES,
+  display_name,
+)
+from benchmarks.repro_tables import SweepChoice
+
+_COLOR_ORDER = tuple(
+  dict.fromkeys(
+    (*CNN_OPTIMIZERS, *GPT_OPTIMIZERS, *(arm.label for arm in ABLATION_ARMS))
+  )
+)
+_PALETTE = (
+  "#1f77b4",
+  "#ff7f0e",
+  "#2ca02c",
+  "#d62728",
+  "#9467bd",
+  "#8c564b",
+  "#e377c2",
+  "#7f7f7f",
+  "#bcbd22",
+  "#17becf",
+  "#393b79",
+  "#637939",
+  "#8c6d31",
+)
+_DPI = 80
+
+
+def color_of(arm: str) -> str:
+  """A fixed color per arm, the same in every figure."""
+  index = _COLOR_ORDER.index(arm) if arm in _COLOR_ORDER else len(_COLOR_ORDER)
+  return _PALETTE[index % len(_PALETTE)]
+
+
+def _new_figure(num_panels: int) -> tuple[Figure, list[Axes]]:
+  figure = Figure(
+    figsize=(5.2 * num_panels, 3.9), dpi=_DPI, layout="constrained"
+  )
+  FigureCanvasAgg(figure)
+  axes = figure.subplots(1, num_panels, squeeze=False)[0]
+  return figure, list(axes)
+
+
+def _save(figure: Figure, path: pathlib.Path) -> pathlib.Path:
+  path.parent.mkdir(parents=True, exist_ok=True)
+  figure.savefig(path, format="png")
+  return path
+
+
+def draw_mean_band(
+  axes: Axes,
+  curves: repro_records.SeedCurves,
+  *,
+  label: str,
+  color: str,
+  scale: float = 1.0,
+) -> None:
+  """Draws the seed mean as a line and mean ± sd as a shaded band."""
+  mean = curves.mean * scale
+  axes.plot(curves.x, mean, color=color, label=label, linewidth=1.5)
+  if len(curves.seeds) > 1:
+    std = curves.std * scale
+    axes.fill_between(curves.x, mean - std, mean + std, color=color, alpha=0.2)
+
+
+def _panel(
+  axes: Axes,
+  records: Sequence[dict[str, Any]],
+  arms: Sequence[str],
+  metric: str,
+  x_key: str,
+  *,
+  title: str,
+  scale: float = 1.0,
+  paper: dict[str, dict[int, tuple[float, float]]] | None = None,
+  paper_column: int = 0,
+) -> None:
+  x_max = 0.0
+  for arm in arms:
+    curves = repro_records.seed_curves(records, arm, metric, x_key)
+    x_max = max(x_max, float(curves.x[-1]))
+    draw_mean_band(
+      axes,
+      curves,
+      label=f"{display_name(arm)} (n={len(curves.seeds)})",
+      color=color_of(arm),
+      scale=scale,
+    )
+  if paper is not None:
+    for arm in arms:
+      points = [
+        (x, values[paper_column])
+        for x, values in sorted(paper.get(arm, {}).items())
+        if x <= x_max and not math.isnan(values[paper_column])
+      ]
+      if points:
+        xs, ys = zip(*points, strict=True)
+        axes.scatter(xs, ys, color=color_of(arm), marker="x", s=22, zorder=3)
+  axes.set_title(title)
+  axes.set_xlabel("epoch" if x_key == "epoch" else "iteration")
+  axes.grid(alpha=0.3)
+
+
+def figure_cnn(
+  records: Sequence[dict[str, Any]],
+  arms: Sequence[str],
+  split: str,
+  path: pathlib.Path,
+  *,
+  paper_points: bool = False,
+) -> pathlib.Path:
+  """Figure 1 (``split="train"``) or 2 (``"val"``): loss and accuracy by epoch.
+
+  Args:
+    records: Experiment 1's records.
+    arms: Arms to draw.
+    split: ``"train"`` or ``"val"``.
+    path: The PNG file to write.
+    paper_points: Mark the paper's Table 1 accuracies (crosses).
+
+  Returns:
+    ``path``.
+  """
+  figure, (loss_axes, acc_axes) = _new_figure(2)
+  name = {"train": "Training", "val": "Validation"}[split]
+  _panel(
+    loss_axes, records, arms, f"{split}_loss", "epoch", title=f"{name} loss"
+  )
+  _panel(
+    acc_axes,
+    records,
+    arms,
+    f"{split}_acc",
+    "epoch",
+    title=f"{name} accuracy (%)",
+    scale=100.0,
+    paper=PAPER_CNN_CURVES if paper_points else None,
+    paper_column=0 if split == "train" else 1,
+  )
+  acc_axes.legend(fontsize=7)
+  figure.suptitle(
+    f"CIFAR-10 CNN: {name.lower()} performance (mean ± sd over seeds)"
+  )
+  return _save(figure, path)
+
+
+def figure_gpt(
+  records: Sequence[dict[str, Any]],
+  arms: Sequence[str],
+  path: pathlib.Path,
+  *,
+  paper_points: bool = False,
+) -> pathlib.Path:
+  """Figure 3: MinGPT training and validation loss by iteration.
+
+  Args:
+    records: Experiment 2's records.
+    arms: Arms to draw.
+    path: The PNG file to write.
+    paper_points: Mark the paper's Table 3 losses (crosses).
+
+  Returns:
+    ``path``.
+  """
+  figure, (train_axes, val_axes) = _new_figure(2)
+  paper = PAPER_GPT_CURVES if paper_points else None
+  _panel(
+    train_axes,
+    records,
+    arms,
+    "train_loss",
+    "step",
+    title="Training loss",
+    paper=paper,
+    paper_column=0,
+  )
+  _panel(
+    val_axes,
+    records,
+    arms,
+    "val_loss",
+    "step",
+    title="Validation loss",
+    paper=paper,
+    paper_column=1,
+  )
+  val_axes.legend(fontsize=7)
+  figure.suptitle("MinGPT on tiny Shakespeare (mean ± sd over seeds)")
+  return _save(figure, path)
+
+
+def figure_sweep(
+  choices: Sequence[SweepChoice], title: str, path: pathlib.Path
+) -> pathlib.Path:
+  """Final validation loss against learning rate, one line per arm.
+
+  Diverged runs are left out of the line; the selected rate is circled.
+
+  Returns:
+    ``path``.
+  """
+  figure, (axes,) = _new_figure(1)
+  for choice in choices:
+    rates = np.array(sorted(choice.scores))
+    scores = np.array([choice.scores[rate] for rate in rates])
+    finite = np.isfinite(scores)
+    color = color_of(choice.arm)
+    axes.plot(
+      rates[finite],
+      scores[finite],
+      marker="o",
+      markersize=3,
+      color=color,
+      label=display_name(choice.arm),
+    )
+    if choice.best_lr is not None:
+      axes.scatter(
+        [choice.best_lr],
+        [choice.scores[choice.best_lr]],
+        s=90,
+        facecolors="none",
+        edgecolors=color,
+      )
+  axes.set_xscale("log")
+  axes.set_xlabel("learning rate (Adafactor: multiplier of its relative step)")
+  axes.set_ylabel("final validation loss")
+  axes.set_title(title)
+  axes.grid(alpha=0.3)
+  axes.legend(fontsize=7)
+  return _save(figure, path)
