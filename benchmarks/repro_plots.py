@@ -21,42 +21,34 @@ from matplotlib.figure import Figure
 
 from benchmarks import repro_records
 from benchmarks.repro_presets import (
-  ABLATION_ARMS,
-  CNN_OPTIMIZERS,
-  GPT_OPTIMIZERS,
   PAPER_CNN_CURVES,
   PAPER_GPT_CURVES,
   display_name,
 )
 from benchmarks.repro_tables import SweepChoice
 
-_COLOR_ORDER = tuple(
-  dict.fromkeys(
-    (*CNN_OPTIMIZERS, *GPT_OPTIMIZERS, *(arm.label for arm in ABLATION_ARMS))
-  )
-)
-_PALETTE = (
-  "#1f77b4",
-  "#ff7f0e",
-  "#2ca02c",
-  "#d62728",
-  "#9467bd",
-  "#8c564b",
-  "#e377c2",
-  "#7f7f7f",
-  "#bcbd22",
-  "#17becf",
-  "#393b79",
-  "#637939",
-  "#8c6d31",
-)
+_COLORS = {
+  "exadam": "#1f77b4",
+  "adam": "#ff7f0e",
+  "adamw": "#2ca02c",
+  "adadelta": "#d62728",
+  "rmsprop": "#9467bd",
+  "sgd": "#8c564b",
+  "adafactor": "#e377c2",
+  "ademamix": "#7f7f7f",
+  "signum": "#bcbd22",
+  "exadam-no-cross-moment-debiasing": "#17becf",
+  "exadam-no-gradient-acceleration": "#d62728",
+  "exadam-no-dynamic-step-size": "#9467bd",
+  "exadam-all-off": "#ff7f0e",  # Adam's color: with all three off it is Adam.
+}
+_OTHER_COLOR = "#000000"
 _DPI = 80
 
 
 def color_of(arm: str) -> str:
   """A fixed color per arm, the same in every figure."""
-  index = _COLOR_ORDER.index(arm) if arm in _COLOR_ORDER else len(_COLOR_ORDER)
-  return _PALETTE[index % len(_PALETTE)]
+  return _COLORS.get(arm, _OTHER_COLOR)
 
 
 def _new_figure(num_panels: int) -> tuple[Figure, list[Axes]]:
