@@ -33,7 +33,6 @@ import functools
 from collections.abc import Sequence
 from typing import Any
 
-import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -45,10 +44,9 @@ from benchmarks.repro_runs import RunSpec
 from examples.cifar10 import augment as augment_lib
 from examples.cifar10 import data as data_lib
 from examples.cifar10 import model as model_lib
+from examples.cifar10 import train as cnn_train
 from examples.common import plateau, sharding
 from examples.common import train_state as train_state_lib
-
-_TRAIN_STREAM = 0  # The trainer's stream for augmentation and dropout keys.
 
 
 def _head(array: np.ndarray, size: int | None, what: str) -> np.ndarray:
@@ -143,38 +141,11 @@ def _train_step(
   images: jax.Array,
   labels: jax.Array,
 ) -> tuple[train_state_lib.TrainState, tuple[jax.Array, jax.Array]]:
-  """One update of one run on a batch of uint8 images (the trainer's step)."""
-  chex.assert_type([images, labels], [jnp.uint8, jnp.int32])
-  augment_key, dropout_key = jax.random.split(
-    train_state_lib.step_key(state, _TRAIN_STREAM)
+  """One update of one run on a batch of uint8 images: the trainer's step."""
+  state, metrics = cnn_train.train_step(
+    definition, update, augment, state, images, labels
   )
-  inputs = augment_lib.normalize(images)
-  if augment:
-    inputs = augment_lib.augment(augment_key, inputs)
-
-  def loss_fn(params):
-    model = train_state_lib.merge_for_training(
-      definition, params, state.model_state, dropout_key
-    )
-    logits = model(inputs)
-    loss = optax.softmax_cross_entropy_with_integer_labels(
-      logits, labels
-    ).mean()
-    return loss, (logits, train_state_lib.model_state_of(model))
-
-  (loss, (logits, model_state)), grads = jax.value_and_grad(
-    loss_fn, has_aux=True
-  )(state.params)
-  updates, opt_state = update(grads, state.opt_state, state.params)
-  new_state = train_state_lib.TrainState(
-    step=state.step + 1,
-    params=optax.apply_updates(state.params, updates),
-    model_state=model_state,
-    opt_state=opt_state,
-    key=state.key,
-  )
-  correct = jnp.sum(jnp.argmax(logits, axis=-1) == labels)
-  return new_state, (loss, correct)
+  return state, (metrics["loss"], metrics["correct"])
 
 
 def _train_steps(

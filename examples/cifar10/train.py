@@ -234,7 +234,7 @@ class TrainResult:
   out_dir: pathlib.Path
 
 
-def _train_step(
+def train_step(
   definition: train_state_lib.ModelDefinition,
   optimizer_update: optax.TransformUpdateExtraArgsFn,
   augment: bool,
@@ -242,7 +242,10 @@ def _train_step(
   images: jax.Array,
   labels: jax.Array,
 ) -> tuple[train_state_lib.TrainState, dict[str, jax.Array]]:
-  """One optimizer update on a batch of uint8 images (jitted by the caller)."""
+  """One optimizer update on a batch of uint8 images (jitted by the caller).
+
+  The benchmarks' batched runs (``benchmarks.repro_cnn``) call it too.
+  """
   chex.assert_rank(images, 4)
   chex.assert_type([images, labels], [jnp.uint8, jnp.int32])
   chex.assert_equal_shape_prefix([images, labels], 1)
@@ -309,15 +312,15 @@ def _compiled_functions(
   seeds or learning rates of a benchmark) reuse the compiled functions.
   """
   replicated = sharding_lib.replicated_sharding(mesh)
-  train_step = jax.jit(
-    functools.partial(_train_step, definition, optimizer_update, augment),
+  jitted_train_step = jax.jit(
+    functools.partial(train_step, definition, optimizer_update, augment),
     donate_argnums=0,
     out_shardings=replicated,
   )
   eval_batch = jax.jit(
     functools.partial(_eval_batch, definition), out_shardings=replicated
   )
-  return train_step, eval_batch
+  return jitted_train_step, eval_batch
 
 
 def _padded_batches(
