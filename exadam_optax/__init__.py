@@ -1,7 +1,6 @@
 """EXAdam, Adam with adaptive cross-moments, as an optax transformation."""
 
-from exadam_optax.alias import exadam
-from exadam_optax.transform import ScaleByExAdamState, scale_by_exadam
+from exadam_optax._exadam import ScaleByExAdamState, exadam, scale_by_exadam
 
 __all__ = ["ScaleByExAdamState", "exadam", "scale_by_exadam"]
 

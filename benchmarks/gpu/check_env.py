@@ -55,7 +55,7 @@ def exercise_apis() -> None:
   import numpy as np
   from flax import nnx
 
-  from benchmarks import repro_runs
+  from benchmarks.reproduce import runs
   from examples.cifar10 import model as cnn_model
   from examples.common import optimizers
   from examples.mingpt import model as gpt_model
@@ -65,7 +65,7 @@ def exercise_apis() -> None:
   for name in optimizers.OPTIMIZER_NAMES:
     optimizer = optimizers.make_optimizer(name, 1e-3)
     states = [optimizer.init(params) for _ in range(2)]
-    batched = repro_runs.stack_runs(states)
+    batched = runs.stack_runs(states)
     batched = optimizers.set_learning_rate(batched, np.array([1e-3, 2e-3]))
     updates, _ = jax.jit(jax.vmap(optimizer.update, in_axes=(None, 0, None)))(
       grads, batched, params
@@ -74,13 +74,13 @@ def exercise_apis() -> None:
       bool(jnp.all(jnp.isfinite(u))) for u in jax.tree.leaves(updates)
     ):
       raise FloatingPointError(f"{name}: a first update is not finite.")
+  dropout = nnx.Rngs(dropout=jax.random.key(1))
   cnn = cnn_model.CNN(cnn_model.CNN_PRESETS["tiny"], rngs=nnx.Rngs(0))
-  cnn.eval()
-  assert cnn(jnp.zeros((2, 32, 32, 3))).shape == (2, 10)
-  gpt = gpt_model.MinGPT(
-    gpt_model.GPT_PRESETS["tiny"](vocab_size=65), rngs=nnx.Rngs(0)
-  )
-  assert gpt(jnp.zeros((2, 8), jnp.int32)).shape == (2, 8, 65)
+  images = jnp.zeros((2, 32, 32, 3))
+  assert cnn(images, train=True, rngs=dropout).shape == (2, 10)
+  gpt = gpt_model.MinGPT(gpt_model.GPT_PRESETS["tiny"], 65, rngs=nnx.Rngs(0))
+  tokens = jnp.zeros((2, 8), jnp.int32)
+  assert gpt(tokens, train=True, rngs=dropout).shape == (2, 8, 65)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

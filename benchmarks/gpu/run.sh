@@ -4,11 +4,12 @@
 #   bash benchmarks/gpu/run.sh OUT_DIR
 #
 # 1. checks that the installed jax/flax/optax run the code (fails early);
-# 2. writes CIFAR-10 from the JPEG pack and copies tiny Shakespeare into a
-#    scratch data folder;
+# 2. writes CIFAR-10 from the JPEG pack into a scratch data folder (tiny
+#    Shakespeare ships with the examples);
 # 3. the step-cost benchmark (python -m benchmarks.step_cost, about a minute);
 # 4. the paper preset of both experiments (python -m benchmarks.reproduce
-#    --preset paper --auto-seeds): each experiment gets half the time left;
+#    --preset paper --mode compare --auto-seeds): each experiment gets half
+#    the time left;
 #    one run is timed first and up to 3 seeds are kept if they fit; all
 #    optimizers advance epoch by epoch (or interval by interval) together,
 #    so if time runs out they stop at the same point, and the tables say so.
@@ -19,16 +20,19 @@
 # rebuilt after each phase, so a run stopped from outside keeps what was done.
 #
 # Environment variables:
-#   EXADAM_GPU_DATA    offline data (default .device/data, see stage_data.sh)
+#   EXADAM_GPU_DATA    offline data (default .device/data, see stage_data.sh):
+#                      the CIFAR-10 JPEG pack and its script, or a folder that
+#                      already holds cifar-10-batches-py
 #   EXADAM_GPU_WORK    scratch folder for data and results (default
-#                      /tmp/exadam_gpu)
+#                      $TMPDIR/exadam_gpu, or /tmp/exadam_gpu)
 #   EXADAM_GPU_BUDGET  seconds for the whole script (default 560)
-#   EXADAM_GPU_SMOKE   1: a seconds-long dry run of the same wiring (smoke
-#                      preset, small step-cost trees; runs on a CPU too)
+#   EXADAM_GPU_SMOKE   1: a short dry run of the same wiring (smoke preset
+#                      with EXAdam and Adam, small step-cost trees; runs on
+#                      a CPU too)
 set -euo pipefail
 out=${1:?usage: bash benchmarks/gpu/run.sh OUT_DIR}
 data_source=${EXADAM_GPU_DATA:-.device/data}
-work=${EXADAM_GPU_WORK:-/tmp/exadam_gpu}
+work=${EXADAM_GPU_WORK:-${TMPDIR:-/tmp}/exadam_gpu}
 budget=${EXADAM_GPU_BUDGET:-560}
 smoke=${EXADAM_GPU_SMOKE:-0}
 export PYTHONUNBUFFERED=1
@@ -46,11 +50,14 @@ pack() {
 
 if [[ "$smoke" == 1 ]]; then
   preset=smoke
-  step_cost_args=(--sizes 1e4 1e5 --seconds 0.2 --min-rounds 3 --max-rounds 5)
+  step_cost_args=(--sizes 1e4 --models cnn mingpt --model-preset tiny
+    --seconds 0.2 --min-rounds 3 --max-rounds 5)
+  reproduce_args=(--optimizers exadam adam)
   require_gpu=()
 else
   preset=paper
   step_cost_args=(--sizes 1e6 1e7 1e8 1e9)
+  reproduce_args=()
   require_gpu=(--require-gpu)
 fi
 
@@ -59,19 +66,22 @@ python -m benchmarks.gpu.check_env "${require_gpu[@]}"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null || true
 
 echo "== data ($((SECONDS - start)) s)"
-for file in cifar10_jpeg_pack.npz make_cifar10_batches.py tinyshakespeare/input.txt; do
-  if [[ ! -f "$data_source/$file" ]]; then
-    echo "error: $data_source/$file is missing: run bash benchmarks/gpu/stage_data.sh" \
-      "here and pass carry=[\".device/data\"] (or set EXADAM_GPU_DATA)." >&2
-    exit 1
+if [[ -f "$data_source/cifar-10-batches-py/test_batch" ]]; then
+  data_dir=$data_source
+else
+  for file in cifar10_jpeg_pack.npz make_cifar10_batches.py; do
+    if [[ ! -f "$data_source/$file" ]]; then
+      echo "error: $data_source/$file is missing: run bash benchmarks/gpu/stage_data.sh" \
+        "here and pass carry=[\".device/data\"] (or set EXADAM_GPU_DATA)." >&2
+      exit 1
+    fi
+  done
+  data_dir=$work/data
+  if [[ ! -f "$data_dir/cifar-10-batches-py/test_batch" ]]; then
+    python "$data_source/make_cifar10_batches.py" "$data_dir" \
+      "$data_source/cifar10_jpeg_pack.npz"
   fi
-done
-if [[ ! -f "$work/data/cifar-10-batches-py/test_batch" ]]; then
-  python "$data_source/make_cifar10_batches.py" "$work/data" \
-    "$data_source/cifar10_jpeg_pack.npz"
 fi
-mkdir -p "$work/data/tinyshakespeare"
-cp -f "$data_source/tinyshakespeare/input.txt" "$work/data/tinyshakespeare/"
 
 echo "== step cost ($((SECONDS - start)) s)"
 if ! timeout --signal=TERM 180 python -m benchmarks.step_cost \
@@ -91,8 +101,8 @@ rm -rf "$work/results/reproduce"
 status=0
 timeout --signal=TERM "$(left)" python -m benchmarks.reproduce \
   --preset "$preset" --mode compare --seeds 3 --auto-seeds \
-  --time-budget "$per_experiment" --data-dir "$work/data" \
-  --out "$work/results/reproduce" || status=$?
+  --time-budget "$per_experiment" --data-dir "$data_dir" \
+  "${reproduce_args[@]}" --out "$work/results/reproduce" || status=$?
 if (( status != 0 )); then
   echo "reproduce exited with status $status; rebuilding the report from what was written"
   python -m benchmarks.reproduce --report-only --out "$work/results/reproduce" || true

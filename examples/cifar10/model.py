@@ -28,11 +28,17 @@ flax's running variance uses the biased batch variance where PyTorch uses the
 unbiased one, a factor of :math:`n/(n-1)` with :math:`n \\ge 128 \\cdot 8 \\cdot 8`
 values per channel in the paper's setting).
 
-Training and evaluation behaviour are switched with NNX's ``model.train()``
-and ``model.eval()``: in training mode batch norm normalises with the batch
-statistics and updates its running averages, and dropout is active; in
-evaluation mode batch norm uses the running averages and dropout is off. A
-freshly built model is in training mode, as in PyTorch.
+Training and evaluation differ only in the ``train`` argument of the call, as
+in Linen: with ``train=True`` batch norm normalises with the batch statistics
+and updates its running averages, and dropout draws its masks from the
+``dropout`` stream of the ``rngs`` passed to the call; with ``train=False``
+(the default) batch norm uses the running averages and dropout is off. The
+model holds no random state of its own, so a jitted training step gets its
+dropout randomness from the key it is given.
+
+2x2 max pooling is computed as a maximum over a reshaped array, which XLA
+compiles to faster code on the CPU than a reduce-window; it equals
+:func:`flax.nnx.max_pool` (the tests check values and gradients).
 """
 
 from __future__ import annotations
@@ -47,13 +53,14 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from examples.common import config as config_lib
+
 IMAGE_SHAPE = (32, 32, 3)
 """Shape ``(height, width, channels)`` of one input image."""
 
 CNNVariant = Literal["paper", "notebook"]
 
 _KERNEL_SIZE = (3, 3)
-_POOL_SIZE = (2, 2)
 _MAX_BLOCKS = IMAGE_SHAPE[0].bit_length() - 1  # 32 = 2**5: five halvings
 # PyTorch's BatchNorm2d defaults: momentum 0.1 weights the new batch statistic,
 # flax's momentum weights the old running average.
@@ -89,27 +96,6 @@ def _torch_bias_init(fan_in: int) -> jax.nn.initializers.Initializer:
   return init
 
 
-def _check_positive_int(name: str, value: object) -> None:
-  if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-    raise ValueError(f"CNNConfig.{name} must be a positive int, got {value!r}.")
-
-
-def _check_float_dtype(name: str, value: jax.typing.DTypeLike) -> jnp.dtype:
-  try:
-    dtype = jnp.dtype(value)
-  except TypeError as error:
-    raise ValueError(
-      f"CNNConfig.{name} must be a floating dtype such as jnp.float32 or "
-      f"jnp.bfloat16, got {value!r}."
-    ) from error
-  if not jnp.issubdtype(dtype, jnp.floating):
-    raise ValueError(
-      f"CNNConfig.{name} must be a floating dtype such as jnp.float32 or "
-      f"jnp.bfloat16, got {dtype}."
-    )
-  return dtype
-
-
 @dataclasses.dataclass(frozen=True)
 class CNNConfig:
   """Hyperparameters of :class:`CNN`.
@@ -124,8 +110,8 @@ class CNNConfig:
       ``"notebook"`` for the one the authors' notebook computes (see the
       module docstring).
     num_classes: number of output logits.
-    dtype: computation dtype (e.g. ``jnp.bfloat16`` for mixed precision).
-    param_dtype: dtype of the parameters and batch statistics.
+    dtype: name of the computation dtype (``"bfloat16"`` for mixed precision).
+    param_dtype: name of the dtype of the parameters and batch statistics.
 
   Raises:
     ValueError: if a field is out of range (checked on construction).
@@ -136,8 +122,8 @@ class CNNConfig:
   dropout_rate: float = 0.25
   variant: CNNVariant = "paper"
   num_classes: int = 10
-  dtype: jax.typing.DTypeLike = jnp.float32
-  param_dtype: jax.typing.DTypeLike = jnp.float32
+  dtype: str = "float32"
+  param_dtype: str = "float32"
 
   def __post_init__(self) -> None:
     if not isinstance(self.widths, tuple | list):
@@ -149,15 +135,15 @@ class CNNConfig:
     if not widths:
       raise ValueError("CNNConfig.widths must name at least one block, got ().")
     for width in widths:
-      _check_positive_int("widths entries", width)
+      config_lib.check_positive("CNNConfig.widths entries", width)
     if len(widths) > _MAX_BLOCKS:
       raise ValueError(
         f"CNNConfig.widths has {len(widths)} blocks, but each block halves "
         f"the {IMAGE_SHAPE[0]}x{IMAGE_SHAPE[1]} image; use at most "
         f"{_MAX_BLOCKS} blocks."
       )
-    _check_positive_int("dense_features", self.dense_features)
-    _check_positive_int("num_classes", self.num_classes)
+    config_lib.check_positive("CNNConfig.dense_features", self.dense_features)
+    config_lib.check_positive("CNNConfig.num_classes", self.num_classes)
     rate = self.dropout_rate
     if isinstance(rate, bool) or not isinstance(rate, int | float):
       raise ValueError(
@@ -173,10 +159,12 @@ class CNNConfig:
         f"CNNConfig.variant must be one of {variants}, got {self.variant!r}."
       )
     object.__setattr__(self, "widths", widths)
-    object.__setattr__(self, "dtype", _check_float_dtype("dtype", self.dtype))
-    object.__setattr__(
-      self, "param_dtype", _check_float_dtype("param_dtype", self.param_dtype)
-    )
+    for name in ("dtype", "param_dtype"):
+      object.__setattr__(
+        self,
+        name,
+        config_lib.float_dtype(f"CNNConfig.{name}", getattr(self, name)).name,
+      )
 
 
 CNN_PRESETS: dict[str, CNNConfig] = {
@@ -225,9 +213,9 @@ class ConvBatchNorm(nnx.Module):
       rngs=rngs,
     )
 
-  def __call__(self, x: jax.Array) -> jax.Array:
+  def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
     """Maps ``(batch, height, width, in_features)`` to ``(..., out_features)``."""
-    return self.norm(self.conv(x))
+    return self.norm(self.conv(x), use_running_average=not train)
 
 
 class ResidualBlock(nnx.Module):
@@ -243,9 +231,25 @@ class ResidualBlock(nnx.Module):
     self.first = ConvBatchNorm(features, features, config, rngs=rngs)
     self.second = ConvBatchNorm(features, features, config, rngs=rngs)
 
-  def __call__(self, x: jax.Array) -> jax.Array:
+  def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
     """Maps ``(batch, height, width, features)`` to the same shape."""
-    return jax.nn.relu(x + self.second(jax.nn.relu(self.first(x))))
+    hidden = jax.nn.relu(self.first(x, train=train))
+    return jax.nn.relu(x + self.second(hidden, train=train))
+
+
+def max_pool_2x2(x: jax.Array) -> jax.Array:
+  """2x2 max pooling with stride 2 of an NHWC batch with even sides.
+
+  Equal in value to ``nnx.max_pool(x, (2, 2), strides=(2, 2))``. The
+  gradients differ only where a window holds several equal maxima: this
+  splits the gradient among them, ``nnx.max_pool`` routes it to one; both
+  are valid subgradients. Here every pooled input comes out of a ReLU: tied
+  zeros pass no gradient on through it, and tied positive maxima practically
+  never occur in float32 (they do in bfloat16, about one window in 70).
+  """
+  batch, height, width, channels = x.shape
+  windows = x.reshape(batch, height // 2, 2, width // 2, 2, channels)
+  return jnp.max(windows, axis=(2, 4))
 
 
 class ConvBlock(nnx.Module):
@@ -259,7 +263,7 @@ class ConvBlock(nnx.Module):
     in_features: number of input channels.
     out_features: number of filters of every convolution in the block.
     config: supplies the variant, dropout rate and dtypes.
-    rngs: random streams for parameter initialisation and dropout.
+    rngs: random streams for parameter initialisation.
   """
 
   def __init__(
@@ -279,16 +283,17 @@ class ConvBlock(nnx.Module):
       else None
     )
     self.residual = ResidualBlock(out_features, config, rngs=rngs)
-    self.dropout = nnx.Dropout(config.dropout_rate, rngs=rngs)
+    self.dropout = nnx.Dropout(config.dropout_rate)
 
-  def __call__(self, x: jax.Array) -> jax.Array:
+  def __call__(
+    self, x: jax.Array, *, train: bool, rngs: nnx.Rngs | None
+  ) -> jax.Array:
     """Maps ``(batch, h, w, in_features)`` to ``(batch, h/2, w/2, out_features)``."""
-    x = jax.nn.relu(self.first_conv(x))
+    x = jax.nn.relu(self.first_conv(x, train=train))
     if self.second_conv is not None:
-      x = jax.nn.relu(self.second_conv(x))
-    x = self.residual(x)
-    x = nnx.max_pool(x, window_shape=_POOL_SIZE, strides=_POOL_SIZE)
-    return self.dropout(x)
+      x = jax.nn.relu(self.second_conv(x, train=train))
+    x = max_pool_2x2(self.residual(x, train=train))
+    return self.dropout(x, deterministic=not train, rngs=rngs)
 
 
 class CNN(nnx.Module):
@@ -296,17 +301,20 @@ class CNN(nnx.Module):
 
   Example::
 
+    >>> import jax
     >>> import jax.numpy as jnp
     >>> from flax import nnx
     >>> model = CNN(CNN_PRESETS["tiny"], rngs=nnx.Rngs(0))
-    >>> model.eval()
     >>> model(jnp.zeros((2, 32, 32, 3))).shape
+    (2, 10)
+    >>> dropout = nnx.Rngs(dropout=jax.random.key(1))
+    >>> model(jnp.zeros((2, 32, 32, 3)), train=True, rngs=dropout).shape
     (2, 10)
 
   Args:
     config: the architecture; see :class:`CNNConfig` and :data:`CNN_PRESETS`.
     rngs: random streams; ``params`` (or ``default``) initialises the
-      parameters, ``dropout`` (or ``default``) draws the dropout masks.
+      parameters.
 
   Raises:
     TypeError: if ``config`` is not a :class:`CNNConfig`.
@@ -338,9 +346,7 @@ class CNN(nnx.Module):
       rngs=rngs,
     )
     self.hidden_dropout = (
-      nnx.Dropout(config.dropout_rate, rngs=rngs)
-      if config.variant == "paper"
-      else None
+      nnx.Dropout(config.dropout_rate) if config.variant == "paper" else None
     )
     self.classifier = nnx.Linear(
       config.dense_features,
@@ -352,12 +358,21 @@ class CNN(nnx.Module):
       rngs=rngs,
     )
 
-  def __call__(self, images: jax.Array) -> jax.Array:
+  def __call__(
+    self,
+    images: jax.Array,
+    *,
+    train: bool = False,
+    rngs: nnx.Rngs | None = None,
+  ) -> jax.Array:
     """Classifies a batch of images.
 
     Args:
       images: floating array of shape ``(batch, 32, 32, 3)`` (NHWC), pixels
         scaled as the training pipeline does (the paper uses [-1, 1]).
+      train: use batch statistics (and update the running averages) and
+        dropout, as in training; else the running averages and no dropout.
+      rngs: with ``train=True``, the ``dropout`` stream for the masks.
 
     Returns:
       float32 logits of shape ``(batch, num_classes)``, whatever the
@@ -372,11 +387,11 @@ class CNN(nnx.Module):
     chex.assert_type(images, float)
     x = images
     for block in self.blocks:
-      x = block(x)
+      x = block(x, train=train, rngs=rngs)
     x = x.reshape(x.shape[0], -1)
     x = jax.nn.relu(self.hidden(x))
     if self.hidden_dropout is not None:
-      x = self.hidden_dropout(x)
+      x = self.hidden_dropout(x, deterministic=not train, rngs=rngs)
     logits = self.classifier(x).astype(jnp.float32)
     chex.assert_shape(logits, (images.shape[0], self.config.num_classes))
     return logits

@@ -1,219 +1,182 @@
-"""Command-line options shared by the training scripts.
+"""The command line of both trainers, generated from their config dataclass.
 
-Options whose default depends on the ``--preset`` default to ``None`` here;
-each script fills them from its preset's training defaults.
+``--preset NAME`` picks the preset the other options start from; every field
+of the config is an option (``--lr``, ``--batch-size``, ``--no-augment``, the
+model's ``--n-layer``...), with its docstring as help. :func:`main` then runs
+the trainer and turns what can go wrong into one line on standard error:
+
+* a bad option: ``error: ...``, exit status 2;
+* an error at run time (data not found, run folder in use, divergence...):
+  ``error: ...``, exit status 1; ``--debug`` (or ``EXADAM_DEBUG=1``) shows
+  the traceback instead;
+* SIGTERM or Ctrl-C: the run saves a checkpoint at the current step, prints
+  where it stopped and how to resume, and exits with 128 + the signal number;
+* a lost peer in a multi-process run: which process was lost, and that
+  ``--resume`` continues from the last checkpoint; exit status 1.
+
+Before training it applies the CPU settings of :mod:`examples.common.cpu_setup`
+and turns on JAX's persistent compilation cache.
 """
 
 from __future__ import annotations
 
 import argparse
-import math
+import dataclasses
+import os
+import sys
+import traceback
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import jax
+from examples.common import cpu_setup, distributed, download, training_run
 
-from examples.common import optimizers
-
-
-def positive_int(text: str) -> int:
-  """argparse type: an integer >= 1."""
-  value = int(text)
-  if value < 1:
-    raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-  return value
+DEBUG_ENV_VAR = "EXADAM_DEBUG"
+RUN_ERRORS = (ValueError, OSError, FloatingPointError, RuntimeError)
+"""What a run can raise for reasons of its inputs or environment."""
 
 
-def non_negative_int(text: str) -> int:
-  """argparse type: an integer >= 0."""
-  value = int(text)
-  if value < 0:
-    raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text}")
-  return value
-
-
-def positive_float(text: str) -> float:
-  """argparse type: a finite float > 0."""
-  value = float(text)
-  if not (math.isfinite(value) and value > 0.0):
-    raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-  return value
-
-
-def non_negative_float(text: str) -> float:
-  """argparse type: a finite float >= 0."""
-  value = float(text)
-  if not (math.isfinite(value) and value >= 0.0):
-    raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}")
-  return value
-
-
-def add_training_arguments(
-  parser: argparse.ArgumentParser, *, presets: tuple[str, ...]
-) -> None:
-  """Adds the options every training script has.
+def parse(
+  presets: Mapping[str, Any],
+  argv: Sequence[str],
+  *,
+  prog: str,
+  description: str,
+) -> Any:
+  """The config the command line asks for.
 
   Args:
-    parser: The parser to extend.
-    presets: Names accepted by ``--preset``; the first is the default.
-  """
-  parser.add_argument(
-    "--preset",
-    choices=presets,
-    default=presets[0],
-    help="model size and training defaults (default: %(default)s)",
-  )
-  parser.add_argument(
-    "--optimizer",
-    choices=optimizers.OPTIMIZER_NAMES,
-    default="exadam",
-    help="optimizer, with the PyTorch defaults of the paper (default: %(default)s)",
-  )
-  parser.add_argument(
-    "--lr",
-    type=positive_float,
-    help="learning rate (default: the preset's; the paper's is 1e-4)",
-  )
-  parser.add_argument(
-    "--weight-decay",
-    type=non_negative_float,
-    help="weight decay, coupled as in the mirrored PyTorch optimizer "
-    "(default: that optimizer's, 1e-2 for adamw, else 0)",
-  )
-  parser.add_argument(
-    "--no-cross-moment-debiasing",
-    action="store_true",
-    help="EXAdam: use Adam's debiasing instead of the cross-moment terms",
-  )
-  parser.add_argument(
-    "--no-gradient-acceleration",
-    action="store_true",
-    help="EXAdam: drop the gradient-acceleration term",
-  )
-  parser.add_argument(
-    "--no-dynamic-step-size",
-    action="store_true",
-    help="EXAdam: keep the step size constant (the authors' latest version)",
-  )
-  parser.add_argument(
-    "--batch-size",
-    type=positive_int,
-    help="global batch size (default: the preset's)",
-  )
-  parser.add_argument(
-    "--seed",
-    type=non_negative_int,
-    default=1234,
-    help="random seed (default: %(default)s)",
-  )
-  parser.add_argument(
-    "--dtype",
-    choices=("float32", "bfloat16"),
-    default="float32",
-    help="computation dtype; parameters stay float32 (default: %(default)s)",
-  )
-  parser.add_argument(
-    "--data-dir",
-    help="data folder (default: $EXADAM_DATA_DIR, then ~/.cache/exadam_optax)",
-  )
-  parser.add_argument(
-    "--no-download",
-    action="store_true",
-    help="fail instead of downloading a data set that is not found",
-  )
-  parser.add_argument(
-    "--out-dir",
-    help="run folder for config.json, metrics.jsonl and checkpoints "
-    "(default: runs/<model>-<preset>-<optimizer>-seed<seed>)",
-  )
-  parser.add_argument(
-    "--resume",
-    action="store_true",
-    help="continue the run in --out-dir from its latest checkpoint",
-  )
-  parser.add_argument(
-    "--keep-checkpoints",
-    type=positive_int,
-    default=3,
-    help="number of most recent checkpoints kept (default: %(default)s)",
-  )
-  parser.add_argument(
-    "--num-devices",
-    type=positive_int,
-    help="use only the first N devices (default: all)",
-  )
-  parser.add_argument(
-    "--distributed",
-    action="store_true",
-    help="call jax.distributed.initialize() first (multi-host runs)",
-  )
-  parser.add_argument(
-    "--coordinator-address",
-    help="with --distributed: host:port of process 0 (default: detected from "
-    "the cluster, or $JAX_COORDINATOR_ADDRESS)",
-  )
-  parser.add_argument(
-    "--num-processes",
-    type=positive_int,
-    help="with --distributed: number of processes (default: detected)",
-  )
-  parser.add_argument(
-    "--process-id",
-    type=non_negative_int,
-    help="with --distributed: this process's index (default: detected)",
-  )
-  parser.add_argument(
-    "--no-progress", action="store_true", help="do not draw the progress bar"
-  )
-
-
-def exadam_switches(args: argparse.Namespace) -> optimizers.ExAdamSwitches:
-  """EXAdam's components as chosen on the command line."""
-  return optimizers.ExAdamSwitches(
-    cross_moment_debiasing=not args.no_cross_moment_debiasing,
-    gradient_acceleration=not args.no_gradient_acceleration,
-    dynamic_step_size=not args.no_dynamic_step_size,
-  )
-
-
-def given(args: argparse.Namespace, names: dict[str, str]) -> dict[str, Any]:
-  """Options that were given (not None), renamed to config field names.
-
-  Args:
-    args: Parsed arguments.
-    names: Map from argparse destination to config field name.
+    presets: The trainer's presets by name; the first is the default.
+    argv: The arguments, without the program name.
+    prog: The program's name in the help.
+    description: The first lines of the help.
 
   Returns:
-    ``{field: value}`` for every option in ``names`` whose value is not None.
-  """
-  return {
-    field: getattr(args, dest)
-    for dest, field in names.items()
-    if getattr(args, dest) is not None
-  }
-
-
-def maybe_initialize_distributed(args: argparse.Namespace) -> None:
-  """Calls :func:`jax.distributed.initialize` if ``--distributed`` was given.
-
-  It must run before any other JAX call. The coordinator address, process
-  count and process index are the ``--coordinator-address``,
-  ``--num-processes`` and ``--process-id`` options where given; JAX detects
-  the others on Cloud TPU, SLURM, Open MPI and Kubernetes clusters.
+    ``presets[--preset]`` with the other options applied.
 
   Raises:
-    ValueError: If a multi-process option is given without ``--distributed``.
+    SystemExit: For ``--help`` and for options that cannot be parsed.
+    ValueError: If a value is out of range.
   """
-  options = {
-    "coordinator_address": args.coordinator_address,
-    "num_processes": args.num_processes,
-    "process_id": args.process_id,
-  }
-  if not args.distributed:
-    stray = [name for name, value in options.items() if value is not None]
-    if stray:
-      raise ValueError(
-        f"{', '.join('--' + name.replace('_', '-') for name in stray)} only "
-        "apply with --distributed."
-      )
-    return
-  jax.distributed.initialize(**options)
+  import tyro  # Only the command line needs it, not the benchmarks.
+
+  preset_parser = argparse.ArgumentParser(prog=prog, add_help=False)
+  preset_parser.add_argument("--preset", choices=list(presets))
+  known, _ = preset_parser.parse_known_args(argv)
+  default = presets[known.preset or next(iter(presets))]
+  config_class = type(default)
+  parsed = tyro.cli(
+    _with_deferred_checks(config_class),
+    args=list(argv),
+    default=default,
+    prog=prog,
+    description=f"{description} Presets: {', '.join(presets)}.",
+    config=(tyro.conf.OmitArgPrefixes,),
+  )
+  if hasattr(parsed, _DEFERRED_ERROR):
+    raise getattr(parsed, _DEFERRED_ERROR)
+  return config_class(
+    **{
+      field.name: getattr(parsed, field.name)
+      for field in dataclasses.fields(parsed)
+    }
+  )
+
+
+_DEFERRED_ERROR = "_deferred_error"
+
+
+def _with_deferred_checks(config_class: type) -> type:
+  """``config_class`` with its ``__post_init__`` checks deferred.
+
+  tyro reports a ``ValueError`` from the constructor in a box of its own;
+  deferring it lets :func:`main` print it as one line like every other error.
+  """
+
+  class Deferred(config_class):
+    def __post_init__(self) -> None:
+      try:
+        super().__post_init__()
+      except ValueError as error:
+        object.__setattr__(self, _DEFERRED_ERROR, error)
+
+  Deferred.__name__ = Deferred.__qualname__ = config_class.__name__
+  Deferred.__doc__ = config_class.__doc__
+  return Deferred
+
+
+def _enable_compilation_cache() -> None:
+  """Turns on JAX's persistent compilation cache (unless configured already).
+
+  Compiling a training step takes seconds to tens of seconds on the CPU; with
+  the cache a second run of the same model and settings loads the compiled
+  program from disk. The folder is ``$JAX_COMPILATION_CACHE_DIR`` if set, else
+  ``jax/`` in the data cache folder.
+  """
+  import jax
+
+  folder = os.environ.get("JAX_COMPILATION_CACHE_DIR")
+  jax.config.update(
+    "jax_compilation_cache_dir", folder or str(download.cache_dir() / "jax")
+  )
+
+
+def main(
+  train: Callable[[Any], Any],
+  presets: Mapping[str, Any],
+  argv: Sequence[str] | None,
+  *,
+  prog: str,
+  description: str,
+) -> int:
+  """Parses the command line, runs ``train(config)``; returns the exit status.
+
+  Args:
+    train: The trainer's ``train`` function.
+    presets: Its presets; see :func:`parse`.
+    argv: The arguments (without the program name); None reads ``sys.argv``.
+    prog: The program's name in the help.
+    description: The first lines of the help.
+
+  Returns:
+    0 on success, 1 for a run-time error, 2 for a bad option, 128 + the
+    signal number if a signal stopped the run.
+  """
+  argv = sys.argv[1:] if argv is None else list(argv)
+  debug = "--debug" in argv or os.environ.get(DEBUG_ENV_VAR, "") not in (
+    "",
+    "0",
+  )
+  try:
+    config = parse(presets, argv, prog=prog, description=description)
+  except ValueError as error:
+    if debug:
+      raise
+    print(f"error: {error}", file=sys.stderr)
+    return 2
+  cpu_setup.configure()
+  _enable_compilation_cache()
+  try:
+    if config.distributed:
+      distributed.initialize(config)
+    train(config)
+    distributed.finish()
+  except training_run.RunStopped as stop:
+    distributed.finish()
+    print(stop, file=sys.stderr)
+    return stop.exit_status
+  except KeyboardInterrupt:
+    print(
+      "error: interrupted before a checkpoint could be saved; --resume "
+      "continues from the last one.",
+      file=sys.stderr,
+    )
+    return 130
+  except RUN_ERRORS as error:
+    if distributed.is_peer_failure(error):
+      distributed.lost(distributed.describe_failure(error))
+    if debug or config.debug:
+      traceback.print_exc()
+    else:
+      print(f"error: {error}", file=sys.stderr)
+    return 1
+  return 0

@@ -12,13 +12,18 @@ Inside a data folder each data set has a fixed relative layout (for example
 the first folder of that list: the file is streamed to a temporary file beside
 its final name, its SHA-256 is checked, and only then is it renamed into place
 with :func:`os.replace`, so a half-written or corrupt file never appears under
-the final name.
+the final name; a failed download removes the folders it created.
+
+Official files found on disk are checked against their published SHA-256
+once: :func:`verify_once` remembers, in the cache folder, the size,
+modification time and digest of each file it has verified.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import os
 import pathlib
 import secrets
@@ -30,6 +35,7 @@ import tqdm
 
 DATA_DIR_ENV_VAR = "EXADAM_DATA_DIR"
 CACHE_SUBDIR = "exadam_optax"
+VERIFIED_FILE = "verified.json"
 DOWNLOAD_TIMEOUT_SECONDS = 60.0
 _CHUNK_BYTES = 1 << 20
 
@@ -141,12 +147,15 @@ def sha256_of_file(path: PathLike) -> str:
   return digest.hexdigest()
 
 
-def verify_sha256(path: PathLike, expected_sha256: str) -> None:
+def verify_sha256(
+  path: PathLike, expected_sha256: str, accept_hint: str = ""
+) -> None:
   """Checks that a file has the expected SHA-256.
 
   Args:
     path: The file to check.
     expected_sha256: The expected digest, 64 hexadecimal digits.
+    accept_hint: How to use a deliberately different file, for the message.
 
   Raises:
     ChecksumMismatchError: If the digests differ.
@@ -156,8 +165,45 @@ def verify_sha256(path: PathLike, expected_sha256: str) -> None:
     raise ChecksumMismatchError(
       f"{path} has SHA-256 {actual}, but {expected_sha256.lower()} was "
       "expected: the file is corrupt, truncated or not the published one. "
-      "Delete it and download it again."
+      f"Delete it and download it again. {accept_hint}".rstrip()
     )
+
+
+def verify_once(
+  path: PathLike, expected_sha256: str, accept_hint: str = ""
+) -> None:
+  """:func:`verify_sha256`, skipped for a file version already verified.
+
+  A file counts as verified while its size and modification time are those
+  recorded in ``<cache folder>/verified.json`` when it last passed. The
+  record is only an optimisation: if the cache folder cannot be written, the
+  file is simply hashed every time.
+
+  Raises:
+    ChecksumMismatchError: If the digests differ.
+  """
+  path = pathlib.Path(path).absolute()
+  stat = path.stat()
+  key = str(path)
+  version = [stat.st_size, stat.st_mtime_ns, expected_sha256.lower()]
+  record_path = cache_dir() / VERIFIED_FILE
+  try:
+    verified = json.loads(record_path.read_text(encoding="utf-8"))
+  except (OSError, ValueError):
+    verified = {}
+  if verified.get(key) == version:
+    return
+  verify_sha256(path, expected_sha256, accept_hint)
+  verified[key] = version
+  try:
+    record_path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = record_path.with_name(
+      f".{VERIFIED_FILE}.{secrets.token_hex(4)}"
+    )
+    temporary.write_text(json.dumps(verified, indent=1), encoding="utf-8")
+    os.replace(temporary, record_path)
+  except OSError:
+    pass
 
 
 def download_file(url: str, destination: PathLike, sha256: str) -> pathlib.Path:
@@ -182,11 +228,20 @@ def download_file(url: str, destination: PathLike, sha256: str) -> pathlib.Path:
       destination cannot be written.
   """
   destination = pathlib.Path(destination)
+  created = [
+    folder
+    for folder in (destination.parent, *destination.parent.parents)
+    if not folder.exists()
+  ]
   destination.parent.mkdir(parents=True, exist_ok=True)
   temporary_path = destination.with_name(
     f".{destination.name}.{secrets.token_hex(8)}.part"
   )
-  temporary_file = open(temporary_path, "xb")
+  try:
+    temporary_file = open(temporary_path, "xb")
+  except BaseException:
+    _remove_empty(created)
+    raise
   try:
     with (
       temporary_file,
@@ -217,8 +272,18 @@ def download_file(url: str, destination: PathLike, sha256: str) -> pathlib.Path:
     os.replace(temporary_path, destination)
   except BaseException:
     temporary_path.unlink(missing_ok=True)
+    _remove_empty(created)
     raise
   return destination
+
+
+def _remove_empty(folders: Sequence[pathlib.Path]) -> None:
+  """Removes the folders a failed download created, innermost first."""
+  for folder in folders:
+    try:
+      folder.rmdir()
+    except OSError:
+      return
 
 
 def _not_found_message(

@@ -1,10 +1,13 @@
-"""Data parallelism over a one-axis device mesh.
+"""Data parallelism over a one-axis device mesh, optionally fully sharded.
 
-The training scripts replicate the model and optimizer state on every device
-and split each batch along its first axis over a mesh axis named
-:data:`DATA_AXIS`. Under ``jax.jit`` XLA then computes each device's share of
-the batch and all-reduces the gradients (and batch-norm statistics), so the
-result is the same as on one device up to floating-point summation order.
+The training scripts split each batch along its first axis over a mesh axis
+named :data:`DATA_AXIS`. By default the model and optimizer state are
+replicated on every device; under ``jax.jit`` XLA then computes each device's
+share of the batch and all-reduces the gradients (and batch-norm statistics),
+so the result is the same as on one device up to floating-point summation
+order. With fully sharded data parallelism (:func:`param_shardings` with
+``fsdp=True``) each parameter and its optimizer moments are split over the
+same axis instead, and XLA gathers them where the computation needs them.
 
 With several processes (hosts) after :func:`jax.distributed.initialize`, the
 mesh spans the devices of all of them; each process feeds only the rows of a
@@ -63,6 +66,57 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
 def replicated_sharding(mesh: Mesh) -> NamedSharding:
   """Sharding that keeps a full copy of an array on every device."""
   return NamedSharding(mesh, PartitionSpec())
+
+
+def param_shardings(params, mesh: Mesh, *, fsdp: bool):
+  """Where each parameter lives: replicated, or split over :data:`DATA_AXIS`.
+
+  With ``fsdp``, an array is split along its largest dimension that divides
+  evenly over the mesh's devices (the first such, if several are equally
+  large); arrays with no such dimension (biases of odd sizes, scalars) stay
+  replicated.
+
+  Args:
+    params: A pytree of arrays or :class:`jax.ShapeDtypeStruct`.
+    mesh: The data mesh.
+    fsdp: Whether to shard at all.
+
+  Returns:
+    A pytree of :class:`~jax.sharding.NamedSharding` of the same structure.
+  """
+  size = mesh.shape[DATA_AXIS]
+
+  def sharding_of(leaf) -> NamedSharding:
+    shape = tuple(leaf.shape)
+    divisible = [axis for axis, n in enumerate(shape) if n % size == 0]
+    if not fsdp or size == 1 or not divisible:
+      return replicated_sharding(mesh)
+    axis = max(divisible, key=lambda axis: (shape[axis], -axis))
+    spec = [None] * len(shape)
+    spec[axis] = DATA_AXIS
+    return NamedSharding(mesh, PartitionSpec(*spec))
+
+  return jax.tree.map(sharding_of, params)
+
+
+def bytes_per_device(tree) -> int:
+  """The most bytes that one device holds of the arrays of ``tree``.
+
+  Args:
+    tree: A pytree of :class:`jax.Array`, or of :class:`jax.ShapeDtypeStruct`
+      with shardings (as :func:`jax.eval_shape` returns them).
+
+  Returns:
+    The largest, over the devices of the arrays' shardings, of the summed
+    sizes of the shards that device holds.
+  """
+  totals: dict[Any, int] = {}
+  for leaf in jax.tree.leaves(tree):
+    itemsize = np.dtype(leaf.dtype).itemsize
+    shard_bytes = int(np.prod(leaf.sharding.shard_shape(leaf.shape))) * itemsize
+    for device in leaf.sharding.device_set:
+      totals[device] = totals.get(device, 0) + shard_bytes
+  return max(totals.values(), default=0)
 
 
 def check_batch_size(

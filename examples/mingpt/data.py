@@ -1,12 +1,13 @@
-"""Character-level text data for MinGPT: loading, encoding and random windows.
+"""Character-level text data for MinGPT: loading and encoding.
 
 As in Karpathy's "Let's build GPT" lecture, every distinct character of the
 text is a token, the first 90% of the text (by position) is the training set
-and the rest the validation set, and batches are random windows of the text.
-By default the text is tiny Shakespeare, found as ``tinyshakespeare/input.txt``
-in a data folder (see :mod:`examples.common.download` for the search order)
-or downloaded there from karpathy/char-rnn; any UTF-8 text file can be given
-instead.
+and the rest the validation set. By default the text is tiny Shakespeare
+(public domain), shipped beside this module as ``tinyshakespeare.txt`` and
+checked against its published SHA-256; a copy found as
+``tinyshakespeare/input.txt`` in a data folder (see
+:mod:`examples.common.download` for the search order) is used instead and
+checked the same way. Any UTF-8 text file can be given instead.
 """
 
 from __future__ import annotations
@@ -16,21 +17,19 @@ import functools
 import pathlib
 from collections.abc import Sequence
 
-import chex
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from examples.common import download as download_lib
 
-TINY_SHAKESPEARE_URL = (
-  "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/"
-  "tinyshakespeare/input.txt"
-)
 TINY_SHAKESPEARE_SHA256 = (
   "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
 )
 TINY_SHAKESPEARE_PATH = "tinyshakespeare/input.txt"
+EMBEDDED_TINY_SHAKESPEARE = pathlib.Path(__file__).with_name(
+  "tinyshakespeare.txt"
+)
+"""The copy shipped with the examples (the file of karpathy/char-rnn)."""
 TRAIN_FRACTION = 0.9
 
 
@@ -127,6 +126,11 @@ class CharCorpus:
     """The number of distinct characters."""
     return len(self.chars)
 
+  @property
+  def default_prompt(self) -> str:
+    """What a sample continues by default: a newline, if the text has one."""
+    return "\n" if "\n" in self.chars else self.chars[0]
+
   @functools.cached_property
   def _sorted_code_points(self) -> np.ndarray:
     """The vocabulary's code points, ascending (token id order)."""
@@ -187,6 +191,22 @@ class CharCorpus:
     return "".join(self.chars[token] for token in ids.tolist())
 
 
+def check_corpus(corpus: CharCorpus, block_size: int) -> None:
+  """Checks that both parts of the text hold a window and its targets.
+
+  Raises:
+    ValueError: If the training or validation part is shorter than
+      ``block_size + 1`` characters.
+  """
+  for name, ids in (("training", corpus.train), ("validation", corpus.val)):
+    if len(ids) < block_size + 1:
+      raise ValueError(
+        f"The {name} part of the text has {len(ids)} characters, fewer than "
+        f"block_size + 1 = {block_size + 1}; use a longer text (the validation "
+        "part is its last 10%) or a smaller --block-size."
+      )
+
+
 def read_text_file(path: download_lib.PathLike) -> str:
   """Reads a UTF-8 text file.
 
@@ -218,91 +238,41 @@ def load_text(
   data_dir: download_lib.PathLike | None = None,
   text_file: download_lib.PathLike | None = None,
   *,
-  download: bool = True,
-  url: str = TINY_SHAKESPEARE_URL,
-  sha256: str = TINY_SHAKESPEARE_SHA256,
+  verify: bool = True,
 ) -> CharCorpus:
   """Loads a character corpus: ``text_file`` if given, else tiny Shakespeare.
 
   Tiny Shakespeare is looked for as ``tinyshakespeare/input.txt`` in the data
-  folders of :func:`examples.common.download.data_dirs` and, if absent,
-  downloaded into the first of them.
+  folders of :func:`examples.common.download.data_dirs`, and otherwise read
+  from the copy shipped beside this module; either is checked against the
+  published SHA-256 (once per file version, see
+  :func:`examples.common.download.verify_once`).
 
   Args:
     data_dir: An explicit data folder (the ``--data-dir`` option), or None.
-    text_file: A UTF-8 text file to use instead of tiny Shakespeare; it takes
-      precedence over the data folders.
-    download: Whether to download tiny Shakespeare when it is not found.
-    url: Where to download tiny Shakespeare from.
-    sha256: Its expected SHA-256, checked after downloading.
+    text_file: A UTF-8 text file to use instead of tiny Shakespeare.
+    verify: Whether to check tiny Shakespeare's SHA-256.
 
   Returns:
     The corpus, split 90 / 10 by position (tiny Shakespeare: 1,003,854
     training and 111,540 validation characters, vocabulary 65).
 
   Raises:
-    examples.common.download.DatasetNotFoundError: If tiny Shakespeare is
-      needed but neither found nor downloadable.
-    examples.common.download.ChecksumMismatchError: If the download is not
-      the published file.
+    examples.common.download.ChecksumMismatchError: If a tiny Shakespeare
+      file is not the published one.
     FileNotFoundError: If ``text_file`` does not exist.
     ValueError: If the text is not UTF-8 or too short to split.
   """
   if text_file is None:
-    text_file = download_lib.fetch(
-      "Tiny Shakespeare",
-      (TINY_SHAKESPEARE_PATH,),
-      download_lib.RemoteFile(url, sha256, TINY_SHAKESPEARE_PATH),
-      data_dir,
-      download=download,
+    text_file = (
+      download_lib.find_local((TINY_SHAKESPEARE_PATH,), data_dir)
+      or EMBEDDED_TINY_SHAKESPEARE
     )
+    if verify:
+      download_lib.verify_once(
+        text_file,
+        TINY_SHAKESPEARE_SHA256,
+        accept_hint="To train on a different text on purpose, pass it with "
+        "--text FILE (or turn the check off with --no-verify-data).",
+      )
   return CharCorpus.from_text(read_text_file(text_file))
-
-
-@functools.partial(jax.jit, static_argnames=("batch_size", "block_size"))
-def sample_batch(
-  key: jax.Array, data: jax.Array, batch_size: int, block_size: int
-) -> tuple[jax.Array, jax.Array]:
-  """Draws random windows of consecutive tokens and their next tokens.
-
-  Window starts are uniform in ``[0, len(data) - block_size)``, as in the
-  lecture's ``get_batch``.
-
-  Args:
-    key: A JAX random key.
-    data: One-dimensional integer token ids, e.g. ``jnp.asarray(corpus.train)``.
-    batch_size: Number of windows (static).
-    block_size: Window length (static).
-
-  Returns:
-    ``(x, y)``, both of shape ``(batch_size, block_size)`` and ``data``'s
-    dtype: ``x[b] = data[s_b : s_b + block_size]`` and
-    ``y[b] = data[s_b + 1 : s_b + block_size + 1]``.
-
-  Raises:
-    ValueError: If ``data`` is not a one-dimensional integer array, the sizes
-      are not positive, or ``data`` is shorter than ``block_size + 1``.
-  """
-  for name, size in (("batch_size", batch_size), ("block_size", block_size)):
-    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-      raise ValueError(f"{name} must be a positive int, got {size!r}.")
-  if data.ndim != 1 or not jnp.issubdtype(data.dtype, jnp.integer):
-    raise ValueError(
-      "data must be a one-dimensional array of integer token ids, got "
-      f"{data.dtype} of shape {data.shape}."
-    )
-  if data.shape[0] < block_size + 1:
-    raise ValueError(
-      f"The text has {data.shape[0]} tokens, fewer than block_size + 1 = "
-      f"{block_size + 1} needed for one window and its targets; use a longer "
-      "text or a smaller block_size."
-    )
-  starts = jax.random.randint(key, (batch_size,), 0, data.shape[0] - block_size)
-
-  def window(start: jax.Array, offset: int) -> jax.Array:
-    return jax.lax.dynamic_slice(data, (start + offset,), (block_size,))
-
-  x = jax.vmap(window, in_axes=(0, None))(starts, 0)
-  y = jax.vmap(window, in_axes=(0, None))(starts, 1)
-  chex.assert_shape([x, y], (batch_size, block_size))
-  return x, y

@@ -16,6 +16,9 @@ Details kept from the lecture code:
 * Linear and Embedding weights are drawn from :math:`N(0, 0.02^2)`, biases
   start at zero and LayerNorm uses epsilon 1e-5.
 
+Training and evaluation differ only in the ``train`` argument of the call:
+with ``train=True`` dropout draws its masks from the ``dropout`` stream of the
+``rngs`` passed to the call; the model holds no random state of its own.
 :func:`generate` samples text autoregressively in one compiled loop.
 """
 
@@ -23,70 +26,48 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Callable
 
 import chex
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from examples.common import config as config_lib
+
 _WEIGHT_INIT = jax.nn.initializers.normal(stddev=0.02)
 _LAYER_NORM_EPSILON = 1e-5
 _FEED_FORWARD_EXPANSION = 4
 
 
-def _check_positive_int(name: str, value: object) -> None:
-  if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-    raise ValueError(f"GPTConfig.{name} must be a positive int, got {value!r}.")
-
-
-def _check_float_dtype(name: str, value: jax.typing.DTypeLike) -> jnp.dtype:
-  try:
-    dtype = jnp.dtype(value)
-  except TypeError as error:
-    raise ValueError(
-      f"GPTConfig.{name} must be a floating dtype such as jnp.float32 or "
-      f"jnp.bfloat16, got {value!r}."
-    ) from error
-  if not jnp.issubdtype(dtype, jnp.floating):
-    raise ValueError(
-      f"GPTConfig.{name} must be a floating dtype such as jnp.float32 or "
-      f"jnp.bfloat16, got {dtype}."
-    )
-  return dtype
-
-
 @dataclasses.dataclass(frozen=True)
 class GPTConfig:
-  """Hyperparameters of :class:`MinGPT`.
+  """Hyperparameters of :class:`MinGPT` (the vocabulary comes from the data).
 
   Attributes:
-    vocab_size: number of distinct tokens (characters of the corpus).
     block_size: longest context the model reads (number of learned positions).
     n_embd: embedding width; must be divisible by ``n_head``.
     n_head: number of attention heads, each of width ``n_embd // n_head``.
     n_layer: number of transformer blocks.
     dropout_rate: dropout probability in [0, 1).
-    dtype: computation dtype (e.g. ``jnp.bfloat16`` for mixed precision).
-    param_dtype: dtype of the parameters.
+    dtype: name of the computation dtype (``"bfloat16"`` for mixed precision).
+    param_dtype: name of the dtype of the parameters.
 
   Raises:
     ValueError: if a field is out of range or ``n_embd`` is not divisible by
       ``n_head`` (checked on construction).
   """
 
-  vocab_size: int
   block_size: int = 256
   n_embd: int = 384
   n_head: int = 8
   n_layer: int = 8
   dropout_rate: float = 0.2
-  dtype: jax.typing.DTypeLike = jnp.float32
-  param_dtype: jax.typing.DTypeLike = jnp.float32
+  dtype: str = "float32"
+  param_dtype: str = "float32"
 
   def __post_init__(self) -> None:
-    for name in ("vocab_size", "block_size", "n_embd", "n_head", "n_layer"):
-      _check_positive_int(name, getattr(self, name))
+    for name in ("block_size", "n_embd", "n_head", "n_layer"):
+      config_lib.check_positive(f"GPTConfig.{name}", getattr(self, name))
     if self.n_embd % self.n_head:
       raise ValueError(
         f"GPTConfig.n_embd ({self.n_embd}) must be divisible by n_head "
@@ -102,26 +83,19 @@ class GPTConfig:
       raise ValueError(
         f"GPTConfig.dropout_rate must lie in [0, 1), got {rate!r}."
       )
-    object.__setattr__(self, "dtype", _check_float_dtype("dtype", self.dtype))
-    object.__setattr__(
-      self, "param_dtype", _check_float_dtype("param_dtype", self.param_dtype)
-    )
+    for name in ("dtype", "param_dtype"):
+      object.__setattr__(
+        self,
+        name,
+        config_lib.float_dtype(f"GPTConfig.{name}", getattr(self, name)).name,
+      )
 
 
-GPT_PRESETS: dict[str, Callable[..., GPTConfig]] = {
-  "paper": functools.partial(
-    GPTConfig, block_size=256, n_embd=384, n_head=8, n_layer=8, dropout_rate=0.2
-  ),
-  "tiny": functools.partial(
-    GPTConfig, block_size=64, n_embd=64, n_head=4, n_layer=2, dropout_rate=0.2
-  ),
+GPT_PRESETS: dict[str, GPTConfig] = {
+  "paper": GPTConfig(),
+  "tiny": GPTConfig(block_size=64, n_embd=64, n_head=4, n_layer=2),
 }
-"""Named configurations, completed with the corpus' vocabulary size.
-
-Example: ``GPT_PRESETS["paper"](vocab_size=65)``; further keyword arguments
-override preset fields, e.g. ``GPT_PRESETS["tiny"](vocab_size=65,
-dtype=jnp.bfloat16)``.
-"""
+"""Named configurations: the paper's model and a tiny one for CPU runs."""
 
 
 def _linear(
@@ -176,11 +150,13 @@ class CausalSelfAttention(nnx.Module):
     self.query = _linear(width, width, config, use_bias=False, rngs=rngs)
     self.key = _linear(width, width, config, use_bias=False, rngs=rngs)
     self.value = _linear(width, width, config, use_bias=False, rngs=rngs)
-    self.attention_dropout = nnx.Dropout(config.dropout_rate, rngs=rngs)
+    self.attention_dropout = nnx.Dropout(config.dropout_rate)
     self.projection = _linear(width, width, config, use_bias=True, rngs=rngs)
-    self.output_dropout = nnx.Dropout(config.dropout_rate, rngs=rngs)
+    self.output_dropout = nnx.Dropout(config.dropout_rate)
 
-  def __call__(self, x: jax.Array) -> jax.Array:
+  def __call__(
+    self, x: jax.Array, *, train: bool, rngs: nnx.Rngs | None
+  ) -> jax.Array:
     """Maps ``(batch, time, n_embd)`` to the same shape."""
     batch, time, width = x.shape
     head_shape = (batch, time, self.num_heads, width // self.num_heads)
@@ -191,10 +167,14 @@ class CausalSelfAttention(nnx.Module):
     causal = jnp.tril(jnp.ones((time, time), dtype=bool))
     scores = jnp.where(causal, scores.astype(jnp.float32), -jnp.inf)
     weights = jax.nn.softmax(scores, axis=-1).astype(value.dtype)
-    weights = self.attention_dropout(weights)
+    weights = self.attention_dropout(
+      weights, deterministic=not train, rngs=rngs
+    )
     heads = jnp.einsum("bhqk,bkhd->bqhd", weights, value)
     return self.output_dropout(
-      self.projection(heads.reshape(batch, time, width))
+      self.projection(heads.reshape(batch, time, width)),
+      deterministic=not train,
+      rngs=rngs,
     )
 
 
@@ -214,11 +194,14 @@ class FeedForward(nnx.Module):
     self.contract = _linear(
       hidden, config.n_embd, config, use_bias=True, rngs=rngs
     )
-    self.dropout = nnx.Dropout(config.dropout_rate, rngs=rngs)
+    self.dropout = nnx.Dropout(config.dropout_rate)
 
-  def __call__(self, x: jax.Array) -> jax.Array:
+  def __call__(
+    self, x: jax.Array, *, train: bool, rngs: nnx.Rngs | None
+  ) -> jax.Array:
     """Maps ``(batch, time, n_embd)`` to the same shape."""
-    return self.dropout(self.contract(jax.nn.relu(self.expand(x))))
+    hidden = self.contract(jax.nn.relu(self.expand(x)))
+    return self.dropout(hidden, deterministic=not train, rngs=rngs)
 
 
 class TransformerBlock(nnx.Module):
@@ -235,43 +218,58 @@ class TransformerBlock(nnx.Module):
     self.feed_forward_norm = _layer_norm(config, rngs=rngs)
     self.feed_forward = FeedForward(config, rngs=rngs)
 
-  def __call__(self, x: jax.Array) -> jax.Array:
+  def __call__(
+    self, x: jax.Array, *, train: bool, rngs: nnx.Rngs | None
+  ) -> jax.Array:
     """Maps ``(batch, time, n_embd)`` to the same shape."""
-    x = x + self.attention(self.attention_norm(x))
-    return x + self.feed_forward(self.feed_forward_norm(x))
+    x = x + self.attention(self.attention_norm(x), train=train, rngs=rngs)
+    return x + self.feed_forward(
+      self.feed_forward_norm(x), train=train, rngs=rngs
+    )
 
 
 class MinGPT(nnx.Module):
   """Karpathy's character-level GPT, as trained in the EXAdam paper.
 
-  Training and evaluation behaviour (dropout on or off) are switched with
-  NNX's ``model.train()`` and ``model.eval()``; a fresh model is in training
-  mode.
-
   Example::
 
+    >>> import jax
     >>> import jax.numpy as jnp
     >>> from flax import nnx
-    >>> model = MinGPT(GPT_PRESETS["tiny"](vocab_size=65), rngs=nnx.Rngs(0))
+    >>> model = MinGPT(GPT_PRESETS["tiny"], vocab_size=65, rngs=nnx.Rngs(0))
     >>> model(jnp.zeros((2, 10), jnp.int32)).shape
+    (2, 10, 65)
+    >>> dropout = nnx.Rngs(dropout=jax.random.key(1))
+    >>> model(jnp.zeros((2, 10), jnp.int32), train=True, rngs=dropout).shape
     (2, 10, 65)
 
   Args:
     config: the architecture; see :class:`GPTConfig` and :data:`GPT_PRESETS`.
+    vocab_size: number of distinct tokens (characters of the corpus).
     rngs: random streams; ``params`` (or ``default``) initialises the
-      parameters, ``dropout`` (or ``default``) draws the dropout masks.
+      parameters.
 
   Raises:
     TypeError: if ``config`` is not a :class:`GPTConfig`.
+    ValueError: if ``vocab_size`` is not a positive int.
   """
 
-  def __init__(self, config: GPTConfig, *, rngs: nnx.Rngs):
+  def __init__(self, config: GPTConfig, vocab_size: int, *, rngs: nnx.Rngs):
     if not isinstance(config, GPTConfig):
       raise TypeError(
-        f"MinGPT expects a GPTConfig (e.g. GPT_PRESETS['paper'](vocab_size=65)), "
-        f"got {type(config).__name__}."
+        "MinGPT expects a GPTConfig (e.g. GPT_PRESETS['paper']), got "
+        f"{type(config).__name__}."
+      )
+    if (
+      isinstance(vocab_size, bool)
+      or not isinstance(vocab_size, int)
+      or vocab_size < 1
+    ):
+      raise ValueError(
+        f"MinGPT's vocab_size must be a positive int, got {vocab_size!r}."
       )
     self.config = config
+    self.vocab_size = vocab_size
     embed = functools.partial(
       nnx.Embed,
       features=config.n_embd,
@@ -280,23 +278,31 @@ class MinGPT(nnx.Module):
       param_dtype=config.param_dtype,
       rngs=rngs,
     )
-    self.token_embedding = embed(config.vocab_size)
+    self.token_embedding = embed(vocab_size)
     self.position_embedding = embed(config.block_size)
     self.blocks = nnx.List(
       [TransformerBlock(config, rngs=rngs) for _ in range(config.n_layer)]
     )
     self.final_norm = _layer_norm(config, rngs=rngs)
     self.lm_head = _linear(
-      config.n_embd, config.vocab_size, config, use_bias=True, rngs=rngs
+      config.n_embd, vocab_size, config, use_bias=True, rngs=rngs
     )
 
-  def __call__(self, token_ids: jax.Array) -> jax.Array:
+  def __call__(
+    self,
+    token_ids: jax.Array,
+    *,
+    train: bool = False,
+    rngs: nnx.Rngs | None = None,
+  ) -> jax.Array:
     """Computes next-token logits at every position.
 
     Args:
       token_ids: integer array of shape ``(batch, time)`` with
         ``1 <= time <= block_size`` and values in ``[0, vocab_size)`` (values
         outside that range cannot be checked under ``jit`` and give NaN).
+      train: apply dropout, as in training.
+      rngs: with ``train=True``, the ``dropout`` stream for the masks.
 
     Returns:
       float32 logits of shape ``(batch, time, vocab_size)``; position ``t``
@@ -319,9 +325,9 @@ class MinGPT(nnx.Module):
       jnp.arange(time)
     )
     for block in self.blocks:
-      x = block(x)
+      x = block(x, train=train, rngs=rngs)
     logits = self.lm_head(self.final_norm(x)).astype(jnp.float32)
-    chex.assert_shape(logits, (batch, time, self.config.vocab_size))
+    chex.assert_shape(logits, (batch, time, self.vocab_size))
     return logits
 
 
@@ -339,8 +345,7 @@ def generate(
   token :math:`t` is drawn from
   :math:`\\mathrm{softmax}(\\ell_{t-1} / \\tau)`, where :math:`\\ell_{t-1}` are
   the logits at the last context position and :math:`\\tau` the temperature,
-  using the key ``jax.random.fold_in(key, t)``. Dropout is off during
-  generation whatever the mode of ``model`` (which is left unchanged). All
+  using the key ``jax.random.fold_in(key, t)``. Dropout is off. All
   tokens are produced by a single compiled ``lax.fori_loop`` over a
   fixed-size token buffer; calls with the same shapes reuse the compilation.
 
@@ -375,11 +380,7 @@ def generate(
     raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}.")
   if not temperature > 0:
     raise ValueError(f"temperature must be positive, got {temperature!r}.")
-  # A new module over the same arrays, switched to eval mode; the caller's
-  # model keeps its mode.
-  eval_model = nnx.merge(*nnx.split(model))
-  eval_model.eval()
-  graphdef, state = nnx.split(eval_model)
+  graphdef, state = nnx.split(model)
   return _sample_tokens(
     graphdef,
     state,

@@ -60,13 +60,13 @@ def test_loads_unpacked_folder(
 def test_loads_archive_without_unpacking(
   tmp_path, isolated_data_env, cifar10_arrays, write_cifar10_archive
 ):
-  archive = tmp_path / data.ARCHIVE_NAME
-  sha256 = write_cifar10_archive(archive, cifar10_arrays)
+  folder = tmp_path / "data"
+  sha256 = write_cifar10_archive(folder / data.ARCHIVE_NAME, cifar10_arrays)
   loaded = data.load_cifar10(
-    tmp_path, download=False, val_size=VAL_SIZE, archive_sha256=sha256
+    folder, download=False, val_size=VAL_SIZE, archive_sha256=sha256
   )
   _assert_equal(loaded, _expected(cifar10_arrays))
-  assert sorted(p.name for p in tmp_path.iterdir()) == [data.ARCHIVE_NAME]
+  assert sorted(p.name for p in folder.iterdir()) == [data.ARCHIVE_NAME]
 
 
 def test_downloads_archive_from_url(

@@ -103,7 +103,7 @@ def test_download_file_checksum_mismatch_leaves_no_file(tmp_path):
   destination = tmp_path / "out" / "thing.bin"
   with pytest.raises(download.ChecksumMismatchError, match="SHA-256"):
     download.download_file(remote.url, destination, _sha256(b"published"))
-  assert list(destination.parent.iterdir()) == []
+  assert not destination.parent.exists()
 
 
 def test_download_file_missing_source_leaves_no_file(tmp_path):
@@ -112,7 +112,7 @@ def test_download_file_missing_source_leaves_no_file(tmp_path):
     download.download_file(
       (tmp_path / "missing.bin").as_uri(), destination, "0" * 64
     )
-  assert list(destination.parent.iterdir()) == []
+  assert not destination.parent.exists()
 
 
 def test_fetch_downloads_into_first_data_folder(
@@ -141,7 +141,7 @@ def test_fetch_checksum_mismatch_is_not_hidden(tmp_path, isolated_data_env):
   tampered = download.RemoteFile(remote.url, _sha256(b"other"), "thing.bin")
   with pytest.raises(download.ChecksumMismatchError):
     download.fetch("Thing", LAYOUTS, tampered, tmp_path / "arg")
-  assert list((tmp_path / "arg").iterdir()) == []
+  assert not (tmp_path / "arg").exists()
 
 
 def test_fetch_offline_raises_one_clear_error(
@@ -161,7 +161,7 @@ def test_fetch_offline_raises_one_clear_error(
       assert str(folder / layout) in message
   for hint in (url, "ab" * 32, "--data-dir", "EXADAM_DATA_DIR", "failed"):
     assert hint in message
-  assert list((tmp_path / "arg").iterdir()) == []
+  assert not (tmp_path / "arg").exists()
 
 
 def test_fetch_without_download_does_not_download(tmp_path, isolated_data_env):

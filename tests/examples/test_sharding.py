@@ -60,3 +60,34 @@ def test_replicate_copies_to_every_device():
     assert array.sharding.is_fully_replicated
     assert len(array.addressable_shards) == 8
   np.testing.assert_array_equal(host, np.arange(5))
+
+
+def test_fsdp_splits_the_largest_divisible_axis_and_replicates_the_rest():
+  mesh = sharding.make_data_mesh()
+  params = {
+    "kernel": jax.ShapeDtypeStruct((16, 64), np.float32),
+    "tall": jax.ShapeDtypeStruct((24, 3), np.float32),
+    "bias": jax.ShapeDtypeStruct((65,), np.float32),
+    "scalar": jax.ShapeDtypeStruct((), np.float32),
+  }
+  shardings = sharding.param_shardings(params, mesh, fsdp=True)
+  assert shardings["kernel"].spec == PartitionSpec(None, sharding.DATA_AXIS)
+  assert shardings["tall"].spec == PartitionSpec(sharding.DATA_AXIS, None)
+  assert shardings["bias"].is_fully_replicated
+  assert shardings["scalar"].is_fully_replicated
+  replicated = sharding.param_shardings(params, mesh, fsdp=False)
+  assert all(s.is_fully_replicated for s in replicated.values())
+
+
+def test_bytes_per_device_follows_the_shardings():
+  mesh = sharding.make_data_mesh()
+  shape = jax.ShapeDtypeStruct((16, 64), np.float32)
+  split = sharding.param_shardings({"w": shape}, mesh, fsdp=True)["w"]
+  sharded = jax.device_put(np.zeros((16, 64), np.float32), split)
+  replicated = jax.device_put(
+    np.zeros(5, np.float32), sharding.replicated_sharding(mesh)
+  )
+  assert sharding.bytes_per_device(sharded) == 16 * 64 * 4 // 8
+  assert (
+    sharding.bytes_per_device([sharded, replicated]) == 16 * 64 * 4 // 8 + 20
+  )

@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-import hashlib
-import pathlib
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from examples.common import download
-from examples.mingpt import data
+from examples.mingpt import data, train
 
-SHARED_TINY_SHAKESPEARE = pathlib.Path(
-  "/work/shared/data/tinyshakespeare/input.txt"
-)
 TEXT = "hello world, hello jax!\n" * 5
 
 
@@ -86,9 +80,9 @@ def test_text_file_takes_precedence(tmp_path, isolated_data_env):
   shakespeare.write_text("From the data folder.\n" * 3)
   own = tmp_path / "own.txt"
   own.write_text(TEXT, encoding="utf-8")
-  corpus = data.load_text(tmp_path, own, download=False)
+  corpus = data.load_text(tmp_path, own)
   assert corpus.decode(np.concatenate([corpus.train, corpus.val])) == TEXT
-  from_folder = data.load_text(tmp_path, download=False)
+  from_folder = data.load_text(tmp_path, verify=False)
   assert from_folder.decode(from_folder.train).startswith("From the data")
 
 
@@ -101,39 +95,30 @@ def test_bad_text_files_are_rejected(tmp_path, isolated_data_env):
     data.load_text(text_file=latin1)
 
 
-def test_downloads_tiny_shakespeare_into_data_dir(tmp_path, isolated_data_env):
-  served = tmp_path / "server" / "input.txt"
-  served.parent.mkdir()
-  served.write_text(TEXT)
-  sha256 = hashlib.sha256(served.read_bytes()).hexdigest()
-  corpus = data.load_text(tmp_path / "data", url=served.as_uri(), sha256=sha256)
-  target = tmp_path / "data" / "tinyshakespeare" / "input.txt"
-  assert target.read_text() == TEXT
-  assert corpus.vocab_size == len(set(TEXT))
-  with pytest.raises(download.ChecksumMismatchError):
-    data.load_text(tmp_path / "other", url=served.as_uri(), sha256="0" * 64)
-  assert list((tmp_path / "other" / "tinyshakespeare").iterdir()) == []
+def test_modified_tiny_shakespeare_copy_is_rejected(
+  tmp_path, isolated_data_env
+):
+  copy = tmp_path / "tinyshakespeare" / "input.txt"
+  copy.parent.mkdir()
+  copy.write_text(TEXT)
+  with pytest.raises(download.ChecksumMismatchError, match="--text FILE"):
+    data.load_text(tmp_path)
 
 
-def test_missing_tiny_shakespeare_offline(tmp_path, isolated_data_env):
-  with pytest.raises(download.DatasetNotFoundError) as raised:
-    data.load_text(tmp_path, url=(tmp_path / "offline.txt").as_uri())
-  message = str(raised.value)
-  assert str(tmp_path / "tinyshakespeare" / "input.txt") in message
-  assert str(isolated_data_env / "tinyshakespeare" / "input.txt") in message
-  assert "--data-dir" in message and "EXADAM_DATA_DIR" in message
+def test_verified_copy_in_data_dir_is_used(tmp_path, isolated_data_env):
+  copy = tmp_path / "tinyshakespeare" / "input.txt"
+  copy.parent.mkdir()
+  copy.write_bytes(data.EMBEDDED_TINY_SHAKESPEARE.read_bytes())
+  assert data.load_text(tmp_path).vocab_size == 65
+  assert (isolated_data_env / "verified.json").is_file()
 
 
-@pytest.mark.skipif(
-  not SHARED_TINY_SHAKESPEARE.is_file(),
-  reason="no offline copy of tiny Shakespeare",
-)
-def test_real_tiny_shakespeare_split(isolated_data_env):
+def test_embedded_tiny_shakespeare_split(isolated_data_env):
   assert (
-    download.sha256_of_file(SHARED_TINY_SHAKESPEARE)
+    download.sha256_of_file(data.EMBEDDED_TINY_SHAKESPEARE)
     == data.TINY_SHAKESPEARE_SHA256
   )
-  corpus = data.load_text(SHARED_TINY_SHAKESPEARE.parents[1], download=False)
+  corpus = data.load_text()
   assert corpus.vocab_size == 65
   assert len(corpus.train) == 1_003_854
   assert len(corpus.val) == 111_540
@@ -142,38 +127,32 @@ def test_real_tiny_shakespeare_split(isolated_data_env):
 
 def test_sample_batch_windows_and_targets():
   data_ids = jnp.arange(100, dtype=jnp.int32)
-  x, y = data.sample_batch(jax.random.key(0), data_ids, 16, 10)
+  x, y = train.sample_batch(jax.random.key(0), data_ids, 16, 10)
   assert x.shape == y.shape == (16, 10)
   assert x.dtype == y.dtype == jnp.int32
   np.testing.assert_array_equal(x, x[:, :1] + jnp.arange(10))
   np.testing.assert_array_equal(y, x + 1)
-  x_again, _ = data.sample_batch(jax.random.key(0), data_ids, 16, 10)
+  x_again, _ = train.sample_batch(jax.random.key(0), data_ids, 16, 10)
   np.testing.assert_array_equal(x, x_again)
-  x_other, _ = data.sample_batch(jax.random.key(1), data_ids, 16, 10)
+  x_other, _ = train.sample_batch(jax.random.key(1), data_ids, 16, 10)
   assert not np.array_equal(x, x_other)
 
 
 def test_sample_batch_covers_every_start():
   block_size = 5
   data_ids = jnp.arange(block_size + 3, dtype=jnp.int32)
-  x, y = data.sample_batch(jax.random.key(0), data_ids, 300, block_size)
+  x, y = train.sample_batch(jax.random.key(0), data_ids, 300, block_size)
   assert set(np.asarray(x[:, 0]).tolist()) == {0, 1, 2}
   assert int(y.max()) == block_size + 2
   shortest = jnp.arange(block_size + 1, dtype=jnp.int32)
-  x, y = data.sample_batch(jax.random.key(0), shortest, 4, block_size)
+  x, y = train.sample_batch(jax.random.key(0), shortest, 4, block_size)
   np.testing.assert_array_equal(y, jnp.tile(shortest[1:], (4, 1)))
 
 
-@pytest.mark.parametrize(
-  ("ids", "batch_size", "block_size", "match"),
-  [
-    (jnp.arange(8), 2, 8, "block_size \\+ 1 = 9"),
-    (jnp.arange(8), 0, 4, "batch_size"),
-    (jnp.arange(8), 2, 0, "block_size"),
-    (jnp.zeros((4, 4), jnp.int32), 2, 2, "one-dimensional"),
-    (jnp.zeros(8), 2, 2, "integer"),
-  ],
-)
-def test_sample_batch_rejects_bad_input(ids, batch_size, block_size, match):
-  with pytest.raises(ValueError, match=match):
-    data.sample_batch(jax.random.key(0), ids, batch_size, block_size)
+def test_check_corpus_needs_a_window_in_each_part():
+  corpus = data.CharCorpus.from_text(TEXT)  # 108 training, 12 validation ids
+  data.check_corpus(corpus, block_size=11)
+  with pytest.raises(ValueError, match=r"validation part .* 12 .* = 13"):
+    data.check_corpus(corpus, block_size=12)
+  with pytest.raises(ValueError, match="training part"):
+    data.check_corpus(data.CharCorpus.from_text("ab" * 5, 0.1), block_size=1)

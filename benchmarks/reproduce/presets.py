@@ -1,0 +1,324 @@
+"""Protocols, optimizer line-ups and learning-rate grids of the reproduction.
+
+A *preset* fixes both experiments' protocols as configurations of the
+trainers themselves (:class:`examples.cifar10.configs.Config` and
+:class:`examples.mingpt.configs.Config`), so a benchmark run trains exactly
+what ``python -m examples.cifar10.train`` or ``examples.mingpt.train`` would
+with the same settings. ``paper`` is the EXAdam paper's protocol (for an
+accelerator), ``cpu`` a protocol sized for two CPU cores that trains the tiny
+models until they stop improving (``benchmarks/README.md`` says how the sizes
+were chosen), and ``smoke`` a seconds-long one for tests and dry runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+
+from examples.cifar10 import configs as cnn_configs
+from examples.cifar10.model import CNNConfig
+from examples.common import optimizers
+from examples.mingpt import configs as gpt_configs
+from examples.mingpt.model import GPTConfig
+
+CNN = "cnn"
+"""Name of experiment 1, the CIFAR-10 CNN."""
+GPT = "gpt"
+"""Name of experiment 2, MinGPT on tiny Shakespeare."""
+EXPERIMENTS = (CNN, GPT)
+
+REFERENCE_OPTIMIZER = "adam"
+"""The arm whose final validation metric sets the convergence target."""
+FOCUS_ARM = "exadam"
+"""The arm whose speed-up over the others the convergence table reports."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Arm:
+  """One optimizer configuration compared in an experiment.
+
+  Runs of the same arm (other seeds or learning rates) share one compiled
+  program.
+
+  Attributes:
+    label: Name in tables, plots and records (e.g. ``"exadam"`` or
+      ``"exadam-no-gradient-acceleration"``).
+    optimizer: A name of :data:`examples.common.optimizers.OPTIMIZER_NAMES`.
+    switches: EXAdam's components (all on for other optimizers).
+  """
+
+  label: str
+  optimizer: str
+  switches: optimizers.ExAdamSwitches = dataclasses.field(
+    default_factory=optimizers.ExAdamSwitches
+  )
+
+  def __post_init__(self) -> None:
+    if self.optimizer not in optimizers.OPTIMIZERS:
+      raise ValueError(
+        f"Unknown optimizer {self.optimizer!r}; choose one of "
+        f"{', '.join(optimizers.OPTIMIZER_NAMES)}."
+      )
+
+
+def _arm(name: str) -> Arm:
+  return Arm(name, name)
+
+
+ABLATION_ARMS: tuple[Arm, ...] = (
+  Arm("exadam", "exadam"),
+  Arm(
+    "exadam-no-cross-moment-debiasing",
+    "exadam",
+    optimizers.ExAdamSwitches(cross_moment_debiasing=False),
+  ),
+  Arm(
+    "exadam-no-gradient-acceleration",
+    "exadam",
+    optimizers.ExAdamSwitches(gradient_acceleration=False),
+  ),
+  Arm(
+    "exadam-no-dynamic-step-size",
+    "exadam",
+    optimizers.ExAdamSwitches(dynamic_step_size=False),
+  ),
+  Arm(
+    "exadam-all-off",
+    "exadam",
+    optimizers.ExAdamSwitches(False, False, False),
+  ),
+)
+"""EXAdam with all components, each one switched off in turn, and none
+(which is Adam with PyTorch's epsilon placement)."""
+ABLATION_REFERENCE = "exadam-all-off"
+"""The ablation arm whose final validation metric sets the target."""
+CONSTANT_STEP = ABLATION_ARMS[3]
+"""EXAdam without the dynamic step size: the authors' latest form."""
+
+COMPARE_ARMS: dict[str, tuple[Arm, ...]] = {
+  CNN: tuple(
+    map(_arm, ("exadam", "adam", "adamw", "adadelta", "rmsprop", "sgd"))
+  ),
+  GPT: tuple(
+    map(
+      _arm,
+      ("exadam", "adam", "adamw", "adafactor", "sgd", "ademamix", "signum"),
+    )
+  ),
+}
+"""The paper's comparisons (sections 3.1 and 3.2), PyTorch's defaults."""
+
+SWEEP_ARMS: dict[str, tuple[Arm, ...]] = {
+  CNN: (
+    _arm("exadam"),
+    CONSTANT_STEP,
+    *map(_arm, ("adam", "adamw", "rmsprop")),
+  ),
+  GPT: (
+    _arm("exadam"),
+    CONSTANT_STEP,
+    *map(_arm, ("adam", "adamw", "adafactor")),
+  ),
+}
+"""The tuned comparison: both forms of EXAdam, Adam, AdamW and the strongest
+other baseline of the paper-protocol comparison of each experiment."""
+
+DISPLAY_NAMES = {
+  "exadam": "EXAdam",
+  "adam": "Adam",
+  "adamw": "AdamW",
+  "adadelta": "AdaDelta",
+  "rmsprop": "RMSProp",
+  "sgd": "SGD with momentum",
+  "adafactor": "AdaFactor",
+  "ademamix": "AdEMAMix",
+  "signum": "Signum",
+  "exadam-no-dynamic-step-size": "EXAdam, constant step (no dynamic step size)",
+  "exadam-no-cross-moment-debiasing": "EXAdam, no cross-moment debiasing",
+  "exadam-no-gradient-acceleration": "EXAdam, no gradient acceleration",
+  "exadam-all-off": "EXAdam, all three off (= Adam)",
+}
+"""Names as tables print them."""
+
+
+def display_name(label: str) -> str:
+  """The printed name of an arm, or its label."""
+  return DISPLAY_NAMES.get(label, label)
+
+
+def log_grid(
+  low_exponent: float, high_exponent: float, per_decade: int = 3
+) -> tuple[float, ...]:
+  """Learning rates ``10**e`` from ``10**low`` to ``10**high``, log-spaced.
+
+  Args:
+    low_exponent: Exponent of the smallest rate.
+    high_exponent: Exponent of the largest rate.
+    per_decade: Points per decade.
+
+  Returns:
+    The rates, ascending, rounded to 3 significant digits.
+
+  Raises:
+    ValueError: If the range is not a whole number of grid steps.
+  """
+  steps = (high_exponent - low_exponent) * per_decade
+  if steps < 0 or abs(steps - round(steps)) > 1e-9:
+    raise ValueError(
+      f"log_grid needs ascending exponents a whole number of 1/{per_decade} "
+      f"decades apart, got {low_exponent} and {high_exponent}."
+    )
+  return tuple(
+    float(f"{10.0**exponent:.3g}")
+    for exponent in np.linspace(low_exponent, high_exponent, round(steps) + 1)
+  )
+
+
+def extend_grid(
+  grid: tuple[float, ...], side: str, points: int = 2
+) -> tuple[float, ...]:
+  """``points`` more rates beyond one end of a log grid, at its spacing.
+
+  Args:
+    grid: An ascending log-spaced grid of at least two rates.
+    side: ``"low"`` or ``"high"``.
+    points: How many rates to add.
+
+  Returns:
+    The new rates only, ascending.
+  """
+  ratio = (grid[-1] / grid[0]) ** (1.0 / (len(grid) - 1))
+  if side == "low":
+    new = [grid[0] / ratio**k for k in range(points, 0, -1)]
+  else:
+    new = [grid[-1] * ratio**k for k in range(1, points + 1)]
+  return tuple(float(f"{rate:.3g}") for rate in new)
+
+
+@dataclasses.dataclass(frozen=True)
+class Preset:
+  """A complete setting of both experiments.
+
+  Attributes:
+    name: Key in :data:`PRESETS`.
+    description: One line on what it is for.
+    cnn: Experiment 1's protocol, a CNN trainer configuration (optimizer,
+      learning rate and seed are set per run).
+    gpt: Experiment 2's protocol, a MinGPT trainer configuration.
+    grids: Per experiment and arm label, the learning rates of the sweep.
+  """
+
+  name: str
+  description: str
+  cnn: cnn_configs.Config
+  gpt: gpt_configs.Config
+  grids: dict[str, dict[str, tuple[float, ...]]]
+
+  def protocol(self, experiment: str) -> Any:
+    """The trainer configuration of ``experiment``."""
+    return {CNN: self.cnn, GPT: self.gpt}[experiment]
+
+  def grid(self, experiment: str, arm: str) -> tuple[float, ...]:
+    """The sweep grid of one arm of one experiment.
+
+    Raises:
+      ValueError: If the preset has no grid for it.
+    """
+    grids = self.grids[experiment]
+    if arm not in grids:
+      raise ValueError(
+        f"Preset {self.name!r} has no learning-rate grid for {arm!r} in "
+        f"experiment {experiment!r}; it has {sorted(grids)}."
+      )
+    return grids[arm]
+
+
+# Around each optimizer's expected optimum; EXAdam's effective step is about
+# ten times Adam's at the same rate, so its grid sits a decade lower.
+_CPU_GRIDS = {
+  CNN: {
+    "exadam": log_grid(-5, -3),
+    "exadam-no-dynamic-step-size": log_grid(-5, -3),
+    "adam": log_grid(-4, -2),
+    "adamw": log_grid(-4, -2),
+    "rmsprop": log_grid(-5, -3),
+  },
+  GPT: {
+    "exadam": log_grid(-5, -3),
+    "exadam-no-dynamic-step-size": log_grid(-5, -3),
+    "adam": log_grid(-4, -2),
+    "adamw": log_grid(-4, -2),
+    "adafactor": log_grid(-1, 1),
+  },
+}
+
+PRESETS: dict[str, Preset] = {
+  "paper": Preset(
+    name="paper",
+    description="The paper's protocol at full size (for an accelerator).",
+    cnn=cnn_configs.PRESETS["paper"],
+    gpt=gpt_configs.PRESETS["paper"],
+    grids={
+      experiment: {
+        arm.label: log_grid(-5, -1, per_decade=2)
+        for arm in (*SWEEP_ARMS[experiment], *COMPARE_ARMS[experiment])
+      }
+      for experiment in EXPERIMENTS
+    },
+  ),
+  "cpu": Preset(
+    name="cpu",
+    description=(
+      "The tiny models trained until they stop improving, on two CPU cores."
+    ),
+    cnn=dataclasses.replace(
+      cnn_configs.PRESETS["tiny"],
+      preset="cpu",
+      epochs=6,
+      max_train_images=4096,
+      val_size=2000,
+      plateau_patience=2,
+    ),
+    gpt=dataclasses.replace(
+      gpt_configs.PRESETS["tiny"],
+      preset="cpu",
+      iters=2000,
+      eval_interval=250,
+      eval_iters=40,
+    ),
+    grids=_CPU_GRIDS,
+  ),
+  "smoke": Preset(
+    name="smoke",
+    description="Seconds-long runs that exercise every code path (tests).",
+    cnn=dataclasses.replace(
+      cnn_configs.PRESETS["tiny"],
+      preset="smoke",
+      model=CNNConfig(widths=(4,), dense_features=8),
+      batch_size=16,
+      epochs=2,
+      val_size=16,
+      max_train_images=32,
+      plateau_patience=0,
+    ),
+    gpt=dataclasses.replace(
+      gpt_configs.PRESETS["tiny"],
+      preset="smoke",
+      model=GPTConfig(block_size=16, n_embd=16, n_head=2, n_layer=1),
+      batch_size=8,
+      iters=4,
+      eval_interval=2,
+      eval_iters=2,
+    ),
+    grids={
+      experiment: {
+        arm.label: (1e-3, 1e-2)
+        for arm in (*SWEEP_ARMS[experiment], *COMPARE_ARMS[experiment])
+      }
+      for experiment in EXPERIMENTS
+    },
+  ),
+}
+"""The presets, by ``--preset`` name."""

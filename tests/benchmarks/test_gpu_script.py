@@ -1,0 +1,52 @@
+"""The GPU script's CPU dry run: the wiring works before a GPU run spends time."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import tarfile
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+def test_smoke_dry_run_writes_every_result(tmp_path, cifar_dir):
+  out = tmp_path / "out"
+  env = {
+    **os.environ,
+    "EXADAM_GPU_SMOKE": "1",
+    "EXADAM_GPU_DATA": str(cifar_dir),
+    "EXADAM_GPU_WORK": str(tmp_path / "work"),
+    "EXADAM_GPU_BUDGET": "300",
+  }
+  done = subprocess.run(
+    ["bash", "benchmarks/gpu/run.sh", str(out)],
+    cwd=ROOT,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=600,
+  )
+  assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+  assert sorted(p.name for p in out.iterdir()) == [
+    "results.tar.gz",
+    "run.log",
+    "step_cost.md",
+    "tables.md",
+  ]
+  log = (out / "run.log").read_text()
+  assert "environment check passed" in log
+  with tarfile.open(out / "results.tar.gz") as tar:
+    names = tar.getnames()
+  assert "results/reproduce/run_info.json" in names
+  assert any(name.startswith("results/step_cost/step_cost_") for name in names)
+  info = json.loads(
+    (tmp_path / "work/results/reproduce/run_info.json").read_text()
+  )
+  assert (info["preset"], info["mode"]) == ("smoke", "compare")
+  assert set(info["experiments"]) == {"cnn", "gpt"}

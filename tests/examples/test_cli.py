@@ -1,0 +1,181 @@
+"""The trainers' command line: options from the config, errors in one line."""
+
+from __future__ import annotations
+
+import pathlib
+
+import pytest
+
+from examples.cifar10 import train as cnn_train
+from examples.common import cli
+from examples.mingpt import configs as gpt_configs
+from examples.mingpt import data as text_data
+from examples.mingpt import train as gpt_train
+
+
+def _parse(*argv: str) -> gpt_configs.Config:
+  return cli.parse(
+    gpt_configs.PRESETS, list(argv), prog="train", description="Train."
+  )
+
+
+def test_options_override_the_chosen_preset():
+  config = _parse("--preset", "tiny", "--lr", "3e-4", "--n-layer", "3")
+  assert config.preset == "tiny"
+  assert config.lr == 3e-4
+  assert config.model.n_layer == 3
+  assert config.model.n_embd == gpt_configs.PRESETS["tiny"].model.n_embd
+  assert config.iters == gpt_configs.PRESETS["tiny"].iters
+  assert _parse() == gpt_configs.PRESETS["paper"]
+
+
+def test_boolean_options_and_the_old_flag_names_work():
+  config = _parse(
+    "--no-progress",
+    "--no-dynamic-step-size",
+    "--text",
+    "some.txt",
+    "--weight-decay",
+    "0.1",
+  )
+  assert (config.progress, config.dynamic_step_size) == (False, False)
+  assert (config.text, config.weight_decay) == ("some.txt", 0.1)
+
+
+def test_help_lists_the_options_with_their_docstrings(capsys):
+  with pytest.raises(SystemExit) as exit_info:
+    _parse("--preset", "tiny", "--help")
+  assert exit_info.value.code == 0
+  out = capsys.readouterr().out
+  assert "--lr" in out and "--n-layer" in out and "--no-progress" in out
+  assert "Training iterations" in out
+  assert "(default: 600)" in out  # the tiny preset's iterations
+
+
+@pytest.mark.parametrize(
+  "argv, message",
+  [
+    (["--lr", "-1e-3"], "error: lr must be positive, got -0.001."),
+    (["--lr=-1e-3"], "error: lr must be positive, got -0.001."),
+    (["--lr", "nan"], "error: lr must be a finite number, got nan."),
+    (["--iters", "0"], "error: iters must be a positive integer, got 0."),
+    (
+      ["--process-id", "1"],
+      "error: --process-id only apply with --distributed.",
+    ),
+    (
+      ["--optimizer", "adam", "--no-gradient-acceleration"],
+      "error: The EXAdam switches (--no-cross-moment-debiasing, "
+      "--no-gradient-acceleration, --no-dynamic-step-size) only apply to "
+      "--optimizer exadam, not to 'adam'.",
+    ),
+  ],
+)
+def test_bad_values_reach_the_check_and_give_one_line(argv, message, capsys):
+  assert gpt_train.main(["--preset=tiny", *argv]) == 2
+  assert capsys.readouterr().err.strip() == message
+
+
+def test_unknown_choices_are_usage_errors(capsys):
+  with pytest.raises(SystemExit) as exit_info:
+    gpt_train.main(["--preset=huge"])
+  assert exit_info.value.code == 2
+  with pytest.raises(SystemExit) as exit_info:
+    gpt_train.main(["--optimizer=lamb"])
+  assert exit_info.value.code == 2
+  assert "lamb" in capsys.readouterr().err
+
+
+def _run_error(main, argv, capsys) -> str:
+  assert main(argv) == 1
+  captured = capsys.readouterr()
+  error = captured.err.strip()
+  assert error.startswith("error: ")
+  assert "Traceback" not in error
+  return error
+
+
+def test_missing_data_is_one_message_and_leaves_no_folders(tmp_path, capsys):
+  data_dir = tmp_path / "nothing" / "here"
+  error = _run_error(
+    cnn_train.main,
+    ["--preset=tiny", f"--data-dir={data_dir}", "--no-download"],
+    capsys,
+  )
+  assert "CIFAR-10 was not found" in error
+  assert not (tmp_path / "nothing").exists()
+
+
+def test_a_failed_download_leaves_no_empty_folders(
+  tmp_path, capsys, monkeypatch
+):
+  from examples.cifar10 import data as cifar_data
+
+  monkeypatch.setattr(
+    cifar_data, "CIFAR10_URL", (tmp_path / "missing.tar.gz").as_uri()
+  )
+  data_dir = tmp_path / "new" / "data"
+  error = _run_error(
+    cnn_train.main, ["--preset=tiny", f"--data-dir={data_dir}"], capsys
+  )
+  assert "Downloading it from" in error
+  assert not (tmp_path / "new").exists()
+
+
+def test_a_run_folder_in_use_and_too_many_devices(tmp_path, capsys):
+  text = tmp_path / "text.txt"
+  text.write_text("abcdefghij" * 200, encoding="utf-8")
+  out_dir = tmp_path / "run"
+  out_dir.mkdir()
+  (out_dir / "metrics.jsonl").write_text("")
+  common = ["--preset=tiny", f"--text={text}", "--block-size=8"]
+  error = _run_error(gpt_train.main, [*common, f"--out-dir={out_dir}"], capsys)
+  assert "already holds a training run" in error
+  error = _run_error(
+    gpt_train.main,
+    [*common, f"--out-dir={tmp_path / 'other'}", "--num-devices=99"],
+    capsys,
+  )
+  assert "between 1 and the 8 available devices" in error
+
+
+def test_a_text_that_is_not_utf8_is_reported(tmp_path, capsys):
+  text = tmp_path / "binary.txt"
+  text.write_bytes(bytes(range(256)) * 100)
+  error = _run_error(
+    gpt_train.main,
+    ["--preset=tiny", f"--text={text}", f"--out-dir={tmp_path / 'run'}"],
+    capsys,
+  )
+  assert "is not valid UTF-8" in error
+
+
+def test_debug_shows_the_traceback(tmp_path, capsys, monkeypatch):
+  argv = ["--preset=tiny", f"--text={tmp_path / 'missing.txt'}"]
+  assert gpt_train.main([*argv, "--debug"]) == 1
+  assert "Traceback" in capsys.readouterr().err
+  monkeypatch.setenv(cli.DEBUG_ENV_VAR, "1")
+  assert gpt_train.main(argv) == 1
+  assert "Traceback" in capsys.readouterr().err
+
+
+def test_a_modified_data_file_is_caught_once_and_can_be_accepted(
+  tmp_path, capsys, monkeypatch
+):
+  monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+  monkeypatch.delenv("EXADAM_DATA_DIR", raising=False)
+  data_dir = tmp_path / "data"
+  (data_dir / "tinyshakespeare").mkdir(parents=True)
+  copy = data_dir / text_data.TINY_SHAKESPEARE_PATH
+  copy.write_bytes(
+    pathlib.Path(text_data.EMBEDDED_TINY_SHAKESPEARE).read_bytes()
+  )
+  assert text_data.load_text(data_dir).vocab_size == 65  # verified, recorded
+  copy.write_text("Not Shakespeare at all.\n" * 1000, encoding="utf-8")
+  error = _run_error(
+    gpt_train.main,
+    ["--preset=tiny", f"--data-dir={data_dir}", f"--out-dir={tmp_path / 'r'}"],
+    capsys,
+  )
+  assert "has SHA-256" in error and "--text FILE" in error
+  assert text_data.load_text(data_dir, verify=False).vocab_size < 65

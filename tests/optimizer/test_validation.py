@@ -1,0 +1,72 @@
+"""Bad input is refused early with a clear message."""
+
+import math
+import re
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+import exadam_optax
+
+BAD_HYPERPARAMETERS = [
+  (dict(learning_rate=-1e-3), "learning_rate", ">= 0"),
+  (dict(learning_rate=math.nan), "learning_rate", ">= 0"),
+  (dict(learning_rate=math.inf), "learning_rate", ">= 0"),
+  (dict(eps=0.0), "eps", "at least 1.1754944e-38"),
+  (dict(eps=-1e-8), "eps", "at least 1.1754944e-38"),
+  (dict(eps=1e-40), "eps", "at least 1.1754944e-38"),
+  (dict(b1=1.0), "b1", "[0, 1)"),
+  (dict(b1=-0.1), "b1", "[0, 1)"),
+  (dict(b2=1.5), "b2", "[0, 1)"),
+  (dict(b2=math.nan), "b2", "[0, 1)"),
+  (dict(weight_decay=-1e-4), "weight_decay", ">= 0"),
+  (dict(weight_decay=jnp.asarray(-1.0)), "weight_decay", ">= 0"),
+]
+
+
+@pytest.mark.parametrize(("kwargs", "name", "allowed"), BAD_HYPERPARAMETERS)
+def test_bad_hyperparameters_raise_at_construction(kwargs, name, allowed):
+  with pytest.raises(ValueError, match=re.escape(f"`{name}` must")) as error:
+    exadam_optax.exadam(**kwargs)
+  assert allowed in str(error.value)
+
+
+def test_scale_by_exadam_validates_too():
+  with pytest.raises(ValueError, match="`b2` must be in"):
+    exadam_optax.scale_by_exadam(b2=1.0)
+
+
+def test_boundary_values_are_accepted():
+  exadam_optax.exadam(learning_rate=0.0, b1=0.0, b2=0.0, weight_decay=0.0)
+  exadam_optax.exadam(
+    learning_rate=lambda count: -1.0
+  )  # schedules are not called
+
+
+def test_non_scalar_hyperparameter_is_refused():
+  with pytest.raises(ValueError, match="`b1` must be a scalar"):
+    exadam_optax.exadam(b1=jnp.array([0.9, 0.8]))
+
+
+def test_b1_zero_still_works():
+  opt = exadam_optax.exadam(1e-3, b1=0.0)
+  params = jnp.ones(2)
+  updates, _ = opt.update(jnp.array([1.0, -1.0]), opt.init(params), params)
+  assert bool(jnp.all(jnp.isfinite(updates)))
+
+
+def test_mismatched_structure_gives_chex_error():
+  opt = exadam_optax.exadam(1e-3)
+  params = {"a": jnp.ones(2), "b": jnp.ones(3)}
+  state = opt.init(params)
+  with pytest.raises(AssertionError, match="tree structs equality"):
+    opt.update({"a": jnp.ones(2)}, state, params)
+
+
+def test_mismatched_shape_gives_chex_error():
+  opt = exadam_optax.exadam(1e-3)
+  params = {"a": jnp.ones(2), "b": jnp.ones(3)}
+  state = opt.init(params)
+  with pytest.raises(AssertionError, match="shape"):
+    jax.jit(opt.update)({"a": jnp.ones(2), "b": jnp.ones(4)}, state, params)
