@@ -173,6 +173,30 @@ def eval_step(
   return jnp.sum(losses * weights), jnp.sum(correct * weights)
 
 
+def evaluate_split(
+  eval_fn: Any,
+  state: train_state_lib.TrainState,
+  mesh: jax.sharding.Mesh,
+  rows: np.ndarray,
+  images: np.ndarray,
+  labels: np.ndarray,
+  batch_size: int,
+) -> tuple[float, float]:
+  """Mean loss and accuracy of ``eval_fn`` over a whole split.
+
+  Each process feeds its ``rows`` of every padded global batch.
+  """
+  sums = []
+  for indices, weights in zip(
+    *padded_batches(len(images), batch_size), strict=True
+  ):
+    local = indices[rows]
+    batch = (images[local], labels[local], weights[rows])
+    sums.append(eval_fn(state, *sharding.put_batch(mesh, batch, batch_size)))
+  loss_sum, correct_sum = np.sum(jax.device_get(sums), axis=0)
+  return float(loss_sum) / len(images), float(correct_sum) / len(images)
+
+
 def train(
   config: configs.Config, dataset: data_lib.Cifar10 | None = None
 ) -> TrainResult:
@@ -234,15 +258,9 @@ def train(
   rows = sharding.local_rows(mesh, batch_size)  # this process's share
 
   def evaluate(images, labels) -> tuple[float, float]:
-    sums = []
-    for indices, weights in zip(
-      *padded_batches(len(images), batch_size), strict=True
-    ):
-      local = indices[rows]
-      batch = (images[local], labels[local], weights[rows])
-      sums.append(eval_fn(state, *sharding.put_batch(mesh, batch, batch_size)))
-    loss_sum, correct_sum = np.sum(jax.device_get(sums), axis=0)
-    return float(loss_sum) / len(images), float(correct_sum) / len(images)
+    return evaluate_split(
+      eval_fn, state, mesh, rows, images, labels, batch_size
+    )
 
   with training_run.TrainingRun(
     config,

@@ -262,6 +262,31 @@ def test_cifar10_two_processes_match_one_process(tmp_path, cifar_dir):
   _assert_losses_close(got, expected, ("val_loss", "test_loss"), rtol=1e-4)
 
 
+def test_cifar10_two_processes_resume_exactly(tmp_path, cifar_dir):
+  args = [
+    "--preset=tiny",
+    f"--data-dir={cifar_dir}",
+    "--batch-size=8",
+    "--val-size=8",
+    "--no-progress",
+  ]
+  full = _run_driver(
+    tmp_path,
+    "full",
+    "cifar10",
+    [*args, "--epochs=2", f"--out-dir={tmp_path / 'full'}"],
+  )
+  resumed_args = [*args, f"--out-dir={tmp_path / 'run'}"]
+  _run_driver(tmp_path, "first", "cifar10", [*resumed_args, "--epochs=1"])
+  resumed = _run_driver(
+    tmp_path, "second", "cifar10", [*resumed_args, "--epochs=2", "--resume"]
+  )
+  assert _records(tmp_path / "run") == _records(tmp_path / "full")
+  assert [s["state_digest"] for s in resumed] == [
+    s["state_digest"] for s in full
+  ]
+
+
 def test_a_lost_process_stops_the_other_and_the_job_resumes(
   text_file, tmp_path
 ):
