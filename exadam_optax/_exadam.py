@@ -62,10 +62,11 @@ def scale_by_exadam(
   logarithmic factor. With all three off this is :func:`optax.scale_by_adam`.
 
   The code evaluates these equations in a rearranged but equal form, so that
-  no intermediate overflows where the result fits, and one division per
-  element is saved. With :math:`x = v_t/\varepsilon` and
-  :math:`y = m_t^2/\varepsilon`, the two ratios :math:`x/(1+x)` and
-  :math:`y/(1+y)` share the division by :math:`(1+x)(1+y)`;
+  no intermediate overflows where the result fits (written literally,
+  :math:`g_t^2` alone overflows float32 for gradients above about 1.8e19).
+  With :math:`x = v_t/\varepsilon` and :math:`y = m_t^2/\varepsilon`, the
+  two ratios :math:`x/(1+x)` and :math:`y/(1+y)` share the division by
+  :math:`(1+x)(1+y)`;
   :math:`(1-\beta_2)g_t^2` is formed as :math:`(\sqrt{1-\beta_2}\,g_t)^2`,
   :math:`\sqrt{\tilde{v}_t}` as
   :math:`\sqrt{v_t(\ldots)}/\sqrt{1-\beta_2^t}`, and the final quotient is
