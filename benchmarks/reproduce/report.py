@@ -168,7 +168,7 @@ def _best_at(records, arms, experiment) -> list[str]:
     )
   what = "epoch" if experiment == CNN else "iteration"
   return [
-    tables.markdown(
+    tables.markdown_table(
       ["Optimizer", f"Best seed-mean {metric} @ {what}", f"Last @ {what}"],
       rows,
     ),

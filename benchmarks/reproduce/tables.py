@@ -21,6 +21,7 @@ from benchmarks.reproduce import paper
 from benchmarks.reproduce import records as records_lib
 from benchmarks.reproduce import sweep as sweep_lib
 from benchmarks.reproduce.presets import FOCUS_ARM, display_name
+from benchmarks.step_cost.report import markdown_table
 
 WIN_THRESHOLD_SDS = 2.0
 """A difference of at least this many pooled seed standard deviations is a
@@ -50,15 +51,6 @@ def mean_sd(
   if math.isnan(std):
     return _number(mean, digits)
   return f"{_number(mean, digits)} ± {_number(std, digits)}"
-
-
-def markdown(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-  lines = [
-    "| " + " | ".join(header) + " |",
-    "| " + " | ".join("---" for _ in header) + " |",
-  ]
-  lines += ["| " + " | ".join(row) + " |" for row in rows]
-  return "\n".join(lines)
 
 
 def _paper_cnn(arm: str, metric: str) -> str:
@@ -108,7 +100,7 @@ def table1(records: Sequence[dict[str, Any]], arms: Sequence[str]) -> str:
     "Train loss (ours)",
     "Val loss (ours)",
   ]
-  return markdown(header, rows)
+  return markdown_table(header, rows)
 
 
 def table2(records: Sequence[dict[str, Any]], arms: Sequence[str]) -> str:
@@ -124,7 +116,7 @@ def table2(records: Sequence[dict[str, Any]], arms: Sequence[str]) -> str:
         _paper_cnn(arm, "test_acc"),
       ]
     )
-  return markdown(
+  return markdown_table(
     ["Optimizer", "Seeds", "Test acc % (ours)", "Test acc % (paper)"], rows
   )
 
@@ -187,7 +179,7 @@ def table3(records: Sequence[dict[str, Any]], arms: Sequence[str]) -> str:
     "Best val loss @ iter (ours, seed mean)",
     "Best val loss @ iter (paper)",
   ]
-  return markdown(header, rows)
+  return markdown_table(header, rows)
 
 
 def _fmt(value: float | None, digits: int, scale: float = 1.0) -> str:
@@ -315,7 +307,7 @@ def compared_table(
     *(["Test acc %"] if experiment == "cnn" else []),
     f"{display_name(focus)} ahead by ({'test acc' if experiment == 'cnn' else 'best val loss'})",
   ]
-  return markdown(header, rows), differences
+  return markdown_table(header, rows), differences
 
 
 def sweep_table(choices: Sequence[sweep_lib.Choice]) -> str:
@@ -344,7 +336,7 @@ def sweep_table(choices: Sequence[sweep_lib.Choice]) -> str:
     if choice.at_edge:
       selected += " (edge of grid)"
     rows.append([display_name(choice.arm), *cells, selected])
-  return markdown(
+  return markdown_table(
     ["Optimizer", *(f"{rate:g}" for rate in rates), "Selected"], rows
   )
 
@@ -476,4 +468,4 @@ def convergence_table(
     f"{what.capitalize()} reaching the target (mean ± sd)",
     f"{display_name(focus)} speed-up",
   ]
-  return intro + "\n\n" + markdown(header, rows)
+  return intro + "\n\n" + markdown_table(header, rows)
