@@ -96,6 +96,25 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
   parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
   parser.add_argument("--mode", choices=MODES, default="sweep")
   parser.add_argument(
+    "--schedule",
+    choices=("constant", "cosine"),
+    default="constant",
+    help="learning-rate schedule of every run: constant (the paper's) or "
+    "linear warmup then cosine decay, the swept rate being the peak",
+  )
+  parser.add_argument(
+    "--warmup-fraction",
+    type=float,
+    default=0.05,
+    help="cosine: fraction of the steps spent warming up (0.05)",
+  )
+  parser.add_argument(
+    "--final-fraction",
+    type=float,
+    default=0.1,
+    help="cosine: the final rate as a fraction of the peak (0.1)",
+  )
+  parser.add_argument(
     "--experiments", nargs="+", choices=EXPERIMENTS, default=list(EXPERIMENTS)
   )
   parser.add_argument(
@@ -118,6 +137,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     type=_positive_int,
     default=2,
     help="seeds per learning rate in the sweep stage (2)",
+  )
+  parser.add_argument(
+    "--final-length",
+    type=_positive_int,
+    help="train the final runs (after a sweep, or every run in the other "
+    "modes) for this many iterations (MinGPT) or epochs (CNN) instead of "
+    "the protocol's; with a constant rate their first part equals a run "
+    "of the protocol's length",
   )
   parser.add_argument(
     "--lr",
@@ -196,13 +223,23 @@ class ExperimentContext:
     """The trainer configuration of the experiment."""
     return self.preset.protocol(self.experiment)
 
-  def make_group(self, group_runs: Sequence[RunSpec]) -> schedule.RunGroup:
-    """A run group of this experiment's kind."""
+  def lengthened(self, length: int | None) -> Any:
+    """The protocol, trained for ``length`` iterations or epochs if given."""
+    if length is None:
+      return self.protocol
+    field = "epochs" if self.experiment == CNN else "iters"
+    return dataclasses.replace(self.protocol, **{field: length})
+
+  def make_group(
+    self, group_runs: Sequence[RunSpec], length: int | None = None
+  ) -> schedule.RunGroup:
+    """A run group of this experiment's kind (``length``: see
+    :meth:`lengthened`)."""
     execution = runs.Execution.for_platform(
       self.mesh.devices.flat[0].platform, self.run_batch
     )
     return _GROUPS[self.experiment](
-      group_runs, self.protocol, self.data, self.mesh, execution
+      group_runs, self.lengthened(length), self.data, self.mesh, execution
     )
 
 
@@ -237,10 +274,11 @@ def run_stage(
   runs_by_arm: Sequence[Sequence[RunSpec]],
   path: pathlib.Path,
   time_budget: float | None,
+  length: int | None = None,
 ) -> schedule.Outcome:
   """Trains one stage (all arms' runs) round-robin, appending to ``path``."""
   writer = records.RecordWriter(path)
-  groups = [context.make_group(group) for group in runs_by_arm if group]
+  groups = [context.make_group(group, length) for group in runs_by_arm if group]
   return schedule.run_round_robin(
     groups, writer.write, time_budget=time_budget, log=_log
   )
@@ -383,6 +421,7 @@ def run_experiment(
   arms = arms_for(experiment, args.mode, args.optimizers)
   entry: dict[str, Any] = {
     "protocol": dataclasses.asdict(context.protocol),
+    "final_protocol": dataclasses.asdict(context.lengthened(args.final_length)),
     "arms": [arm.label for arm in arms],
   }
   info["experiments"][experiment] = entry
@@ -413,6 +452,7 @@ def run_experiment(
     [[RunSpec(arm, rates[arm.label], seed) for seed in seeds] for arm in arms],
     records.metrics_path(args.out, experiment),
     budget,
+    args.final_length,
   ).as_dict()
   save_info()
 
@@ -437,7 +477,9 @@ def main(argv: Sequence[str] | None = None) -> int:
       "or delete the old results first."
     )
   cpu_setup.configure()
-  preset = PRESETS[args.preset]
+  preset = PRESETS[args.preset].with_schedule(
+    args.schedule, args.warmup_fraction, args.final_fraction
+  )
   info: dict[str, Any] = {
     "preset": preset.name,
     "mode": args.mode,

@@ -177,6 +177,7 @@ class CNNRunGroup:
       runs,
       mesh,
       execution.run_batch,
+      protocol.learning_rate_schedule(protocol.epochs * self.steps_per_epoch),
     )
     self.runs = self.batched.runs
     self._steps_per_call = self.steps_per_epoch if execution.scan_chunks else 1
@@ -283,7 +284,10 @@ class CNNRunGroup:
           "train_acc": float(np.sum(correct[index])) / examples,
           "val_loss": float(val_loss[index]),
           "val_acc": float(val_acc[index]),
-          "lr": float(used_rates[index]),
+          "lr": float(used_rates[index])
+          * self.batched.schedule.at(
+            self.chunks_done * self.steps_per_epoch - 1
+          ),
         }
       )
     previous = [scheduler.learning_rate for scheduler in self.schedulers]

@@ -152,6 +152,7 @@ class GPTRunGroup:
       runs,
       mesh,
       execution.run_batch,
+      protocol.learning_rate_schedule(protocol.iters),
     )
     self.runs = self.batched.runs
     self._evaluate = compiled_evaluation(
@@ -178,7 +179,9 @@ class GPTRunGroup:
     train_loss, val_loss = self.batched.evaluate(
       self._evaluate, (self._train_data, self._val_data)
     )
-    rates = self.batched.learning_rates()
+    rates = self.batched.learning_rates() * self.batched.schedule.at(
+      max(self.steps_done - 1, 0)
+    )
     records = []
     for index, run in enumerate(self.runs):
       record = {

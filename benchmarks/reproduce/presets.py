@@ -197,6 +197,25 @@ def extend_grid(
   return tuple(float(f"{rate:.3g}") for rate in new)
 
 
+def centred_grid(
+  centre: float, points: int = 5, per_decade: int = 3
+) -> tuple[float, ...]:
+  """``points`` rates of a log grid centred on ``centre``.
+
+  The rates are those of :func:`log_grid` with ``per_decade`` points per
+  decade, so a grid centred on a rate that a wider sweep selected shares
+  that sweep's rates.
+
+  Raises:
+    ValueError: If ``points`` is even (no centre) or below 3.
+  """
+  if points < 3 or points % 2 == 0:
+    raise ValueError(f"points must be an odd number >= 3, got {points}.")
+  middle = round(float(np.log10(centre)) * per_decade) / per_decade
+  half = (points // 2) / per_decade
+  return log_grid(middle - half, middle + half, per_decade)
+
+
 @dataclasses.dataclass(frozen=True)
 class Preset:
   """A complete setting of both experiments.
@@ -215,6 +234,21 @@ class Preset:
   cnn: cnn_configs.Config
   gpt: gpt_configs.Config
   grids: dict[str, dict[str, tuple[float, ...]]]
+
+  def with_schedule(
+    self, kind: str, warmup_fraction: float, final_fraction: float
+  ) -> Preset:
+    """This preset with both protocols on another learning-rate schedule."""
+    settings = dict(
+      schedule=kind,
+      warmup_fraction=warmup_fraction,
+      final_fraction=final_fraction,
+    )
+    return dataclasses.replace(
+      self,
+      cnn=dataclasses.replace(self.cnn, **settings),
+      gpt=dataclasses.replace(self.gpt, **settings),
+    )
 
   def protocol(self, experiment: str) -> Any:
     """The trainer configuration of ``experiment``."""
@@ -254,6 +288,26 @@ _CPU_GRIDS = {
   },
 }
 
+# The long budget: each grid centred on the rate the 2,000-iteration / 6-epoch
+# sweep of the `cpu` preset selected for that arm
+# (benchmarks/results/cpu/tuned-*), five points at its spacing.
+_CPU_LONG_GRIDS = {
+  CNN: {
+    "exadam": centred_grid(2.15e-4),
+    "exadam-no-dynamic-step-size": centred_grid(2.15e-4),
+    "adam": centred_grid(1e-3),
+    "adamw": centred_grid(4.64e-4),
+    "rmsprop": centred_grid(4.64e-4),
+  },
+  GPT: {
+    "exadam": centred_grid(2.15e-4),
+    "exadam-no-dynamic-step-size": centred_grid(1e-3),
+    "adam": centred_grid(2.15e-3),
+    "adamw": centred_grid(2.15e-3),
+    "adafactor": centred_grid(2.15),
+  },
+}
+
 PRESETS: dict[str, Preset] = {
   "paper": Preset(
     name="paper",
@@ -289,6 +343,28 @@ PRESETS: dict[str, Preset] = {
       eval_iters=40,
     ),
     grids=_CPU_GRIDS,
+  ),
+  "cpu-long": Preset(
+    name="cpu-long",
+    description=(
+      "The tiny models trained to the end of training, on two CPU cores."
+    ),
+    cnn=dataclasses.replace(
+      cnn_configs.PRESETS["tiny"],
+      preset="cpu-long",
+      epochs=24,
+      max_train_images=8192,
+      val_size=2000,
+      plateau_patience=2,
+    ),
+    gpt=dataclasses.replace(
+      gpt_configs.PRESETS["tiny"],
+      preset="cpu-long",
+      iters=5000,
+      eval_interval=250,
+      eval_iters=40,
+    ),
+    grids=_CPU_LONG_GRIDS,
   ),
   "smoke": Preset(
     name="smoke",

@@ -114,7 +114,7 @@ class Execution:
 
 
 def make_arm_optimizer(
-  arm: Arm, learning_rate: float
+  arm: Arm, learning_rate: float, schedule: optimizers.Schedule | None = None
 ) -> optax.GradientTransformationExtraArgs:
   """The registry optimizer of ``arm`` with its learning rate in the state.
 
@@ -122,7 +122,7 @@ def make_arm_optimizer(
   of an arm shares it.
   """
   return optimizers.make_optimizer(
-    arm.optimizer, learning_rate, switches=arm.switches
+    arm.optimizer, learning_rate, switches=arm.switches, schedule=schedule
   )
 
 
@@ -157,7 +157,10 @@ def unstack_run(batched: Any, index: int) -> Any:
 
 
 def init_run_state(
-  build_model: Callable[[Any], Any], run: RunSpec, mesh: jax.sharding.Mesh
+  build_model: Callable[[Any], Any],
+  run: RunSpec,
+  mesh: jax.sharding.Mesh,
+  schedule: optimizers.Schedule | None = None,
 ) -> tuple[Any, train_state_lib.TrainState, optax.TransformUpdateExtraArgsFn]:
   """Initialises one run exactly as the trainers do.
 
@@ -169,7 +172,8 @@ def init_run_state(
   Returns:
     ``(graphdef, state, update)``.
   """
-  optimizer = make_arm_optimizer(run.arm, 1.0)  # one init program per arm
+  # One init program per arm: the rate is set after initialisation.
+  optimizer = make_arm_optimizer(run.arm, 1.0, schedule)
   graphdef, state = train_state_lib.init_train_state(
     build_model, optimizer, run.seed, mesh
   )
@@ -187,6 +191,7 @@ class BatchedRuns:
     runs: Runs of one arm.
     mesh: A one-device mesh holding the arrays.
     run_batch: Runs per slice; None puts all runs in one slice.
+    schedule: The learning-rate schedule of every run (None: constant).
 
   Raises:
     ValueError: As :func:`check_runs`.
@@ -198,8 +203,10 @@ class BatchedRuns:
     runs: Sequence[RunSpec],
     mesh: jax.sharding.Mesh,
     run_batch: int | None,
+    schedule: optimizers.Schedule | None = None,
   ):
     self.runs = tuple(runs)
+    self.schedule = schedule or optimizers.Schedule()
     self.arm = check_runs(self.runs)
     size = len(self.runs) if run_batch is None else run_batch
     self.slices = tuple(
@@ -208,7 +215,9 @@ class BatchedRuns:
     )
     states = []
     for run in self.runs:
-      self.graphdef, state, self.update = init_run_state(build_model, run, mesh)
+      self.graphdef, state, self.update = init_run_state(
+        build_model, run, mesh, self.schedule
+      )
       states.append(state)
     self.states = [stack_runs(states[part]) for part in self.slices]
 
@@ -249,7 +258,7 @@ class BatchedRuns:
     return join_runs(outputs)
 
   def learning_rates(self) -> np.ndarray:
-    """The current learning rate of each run, as float64 numbers."""
+    """Each run's injected learning rate (the schedule's peak), as float64."""
     return join_runs(
       [optimizers.get_learning_rate(state.opt_state) for state in self.states]
     ).astype(np.float64)

@@ -232,11 +232,13 @@ def train(
   sharding.check_batch_size(batch_size, mesh)
   num_train = len(dataset.train_images)
   steps_per_epoch = data_lib.steps_per_epoch(num_train, batch_size)
+  schedule = config.learning_rate_schedule(config.epochs * steps_per_epoch)
   optimizer = optimizers.make_optimizer(
     config.optimizer,
     config.lr,
     weight_decay=config.weight_decay,
     switches=config.switches,
+    schedule=schedule,
   )
   graphdef, state = train_state_lib.init_train_state(
     lambda rngs: model_lib.CNN(config.model, rngs=rngs),
@@ -315,7 +317,7 @@ def train(
           "train_acc": means["correct"] / batch_size,
           "val_loss": val_loss,
           "val_acc": val_acc,
-          "lr": learning_rate,
+          "lr": learning_rate * schedule.at(epoch * steps_per_epoch - 1),
         }
       )
       if scheduler.step(val_loss) != learning_rate:

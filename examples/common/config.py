@@ -63,6 +63,13 @@ class RunConfig:
   """Learning rate (the paper's: 1e-4 for every optimizer; Adafactor ignores
   it, as torch_optimizer's does, and takes it as a multiplier of its relative
   step)."""
+  schedule: optimizers.ScheduleKind = "constant"
+  """Learning-rate schedule: constant (the paper's; a CNN plateau scheduler
+  may still lower it) or cosine (linear warmup to lr, then cosine decay)."""
+  warmup_fraction: float = 0.05
+  """With the cosine schedule: fraction of the steps spent warming up."""
+  final_fraction: float = 0.1
+  """With the cosine schedule: the final rate as a fraction of lr."""
   weight_decay: float | None = None
   """Weight decay, coupled as in the mirrored PyTorch optimizer; None takes
   that optimizer's default (1e-2 for adamw, else 0)."""
@@ -159,6 +166,7 @@ class RunConfig:
         "--no-gradient-acceleration, --no-dynamic-step-size) only apply to "
         f"--optimizer exadam, not to {self.optimizer!r}."
       )
+    self.learning_rate_schedule(1)  # checks the schedule's settings
     seed = self.seed
     if (
       isinstance(seed, bool)
@@ -188,6 +196,12 @@ class RunConfig:
       self.cross_moment_debiasing,
       self.gradient_acceleration,
       self.dynamic_step_size,
+    )
+
+  def learning_rate_schedule(self, total_steps: int) -> optimizers.Schedule:
+    """The configured schedule over a run of ``total_steps`` updates."""
+    return optimizers.Schedule(
+      self.schedule, total_steps, self.warmup_fraction, self.final_fraction
     )
 
   def run_dir(self, trainer: str) -> pathlib.Path:

@@ -29,6 +29,7 @@ import dataclasses
 import functools
 import math
 from collections.abc import Callable
+from typing import Literal
 
 import jax
 import jax.numpy as jnp
@@ -54,6 +55,74 @@ class ExAdamSwitches:
   cross_moment_debiasing: bool = True
   gradient_acceleration: bool = True
   dynamic_step_size: bool = True
+
+
+ScheduleKind = Literal["constant", "cosine"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+  """The shape of the learning rate over training, as a multiplier.
+
+  The learning rate of step :math:`t` (0-based) is the injected rate times
+  :meth:`multiplier`: 1 throughout for ``"constant"``; for ``"cosine"``,
+  :func:`optax.warmup_cosine_decay_schedule` from 0 up to 1 over the first
+  ``warmup_fraction`` of the steps, then a cosine down to
+  ``final_fraction`` at ``total_steps``.
+
+  Attributes:
+    kind: ``"constant"`` or ``"cosine"``.
+    total_steps: Updates in the whole run.
+    warmup_fraction: Fraction of the steps spent warming up, in [0, 1).
+    final_fraction: The multiplier at the end, in [0, 1].
+  """
+
+  kind: ScheduleKind = "constant"
+  total_steps: int = 1
+  warmup_fraction: float = 0.05
+  final_fraction: float = 0.1
+
+  def __post_init__(self) -> None:
+    if self.kind not in ("constant", "cosine"):
+      raise ValueError(
+        f"schedule must be 'constant' or 'cosine', got {self.kind!r}."
+      )
+    if isinstance(self.total_steps, bool) or not (
+      isinstance(self.total_steps, int) and self.total_steps >= 1
+    ):
+      raise ValueError(
+        f"total_steps must be a positive integer, got {self.total_steps!r}."
+      )
+    if not 0.0 <= self.warmup_fraction < 1.0:
+      raise ValueError(
+        f"warmup_fraction must lie in [0, 1), got {self.warmup_fraction!r}."
+      )
+    if not 0.0 <= self.final_fraction <= 1.0:
+      raise ValueError(
+        f"final_fraction must lie in [0, 1], got {self.final_fraction!r}."
+      )
+
+  @property
+  def warmup_steps(self) -> int:
+    """Steps of the linear warmup."""
+    return round(self.warmup_fraction * self.total_steps)
+
+  def multiplier(self) -> optax.Schedule | None:
+    """The multiplier as an optax schedule of the step count (None: 1)."""
+    if self.kind == "constant":
+      return None
+    return optax.warmup_cosine_decay_schedule(
+      init_value=0.0,
+      peak_value=1.0,
+      warmup_steps=self.warmup_steps,
+      decay_steps=self.total_steps,
+      end_value=self.final_fraction,
+    )
+
+  def at(self, step: int) -> float:
+    """The multiplier of the update made after ``step`` updates."""
+    multiplier = self.multiplier()
+    return 1.0 if multiplier is None else float(multiplier(step))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -260,13 +329,20 @@ OPTIMIZER_NAMES: tuple[str, ...] = tuple(OPTIMIZERS)
 
 @functools.cache
 def _injected_optimizer(
-  name: str, weight_decay: float, switches: ExAdamSwitches
+  name: str, weight_decay: float, switches: ExAdamSwitches, schedule: Schedule
 ) -> optax.GradientTransformationExtraArgs:
   """The injected optimizer, its learning rate a placeholder to be replaced."""
   spec = OPTIMIZERS[name]
+  multiplier = schedule.multiplier()
 
   def build(learning_rate):
-    return spec.build(learning_rate, weight_decay, switches)
+    inner = spec.build(learning_rate, weight_decay, switches)
+    if multiplier is None:
+      return inner
+    # Every optimizer here ends by scaling its update by the learning rate
+    # (weight decay included), so scaling its output by the multiplier is
+    # the same as scheduling the rate itself.
+    return optax.chain(inner, optax.scale_by_schedule(multiplier))
 
   return optax.inject_hyperparams(build)(learning_rate=1.0)
 
@@ -277,6 +353,7 @@ def make_optimizer(
   *,
   weight_decay: float | None = None,
   switches: ExAdamSwitches | None = None,
+  schedule: Schedule | None = None,
 ) -> optax.GradientTransformationExtraArgs:
   """Builds one of the paper's optimizers with its learning rate in the state.
 
@@ -294,6 +371,9 @@ def make_optimizer(
       class; ``None`` takes that class's default (1e-2 for AdamW, else 0).
     switches: EXAdam's components (only used by ``"exadam"``); ``None`` keeps
       all three on.
+    schedule: The learning rate's shape over training; ``None`` keeps it
+      constant. The state's learning rate is then the peak, which a
+      plateau scheduler may still lower.
 
   Returns:
     An :func:`optax.inject_hyperparams` transformation whose state holds the
@@ -325,7 +405,9 @@ def make_optimizer(
       f"EXAdam's switches ({switches}) only apply to the 'exadam' optimizer, "
       f"not to {name!r}; drop the --no-* EXAdam flags."
     )
-  injected = _injected_optimizer(name, float(weight_decay), switches)
+  injected = _injected_optimizer(
+    name, float(weight_decay), switches, schedule or Schedule()
+  )
   initial = initial_learning_rate(name, learning_rate)
 
   def init(params):

@@ -180,11 +180,13 @@ def train(
   prompt = corpus.encode(config.prompt or corpus.default_prompt)[None, :]
   mesh = sharding.make_data_mesh(config.num_devices)
   sharding.check_batch_size(config.batch_size, mesh)
+  schedule = config.learning_rate_schedule(config.iters)
   optimizer = optimizers.make_optimizer(
     config.optimizer,
     config.lr,
     weight_decay=config.weight_decay,
     switches=config.switches,
+    schedule=schedule,
   )
   graphdef, state = train_state_lib.init_train_state(
     lambda rngs: model_lib.MinGPT(config.model, corpus.vocab_size, rngs=rngs),
@@ -228,7 +230,7 @@ def train(
           "step": step,
           "train_loss": float(eval_fn(state, train_data, EVAL_TRAIN_STREAM)),
           "val_loss": float(eval_fn(state, val_data, EVAL_VAL_STREAM)),
-          "lr": learning_rate,
+          "lr": learning_rate * schedule.at(max(step - 1, 0)),
         }
       )
 

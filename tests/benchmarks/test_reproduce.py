@@ -1203,7 +1203,8 @@ def _fake_stage(calls):
   """A ``cli.run_stage`` that trains nothing: it writes one made-up
   evaluation per run and evaluation point and returns a full outcome."""
 
-  def run_stage(context, runs_by_arm, path, time_budget):
+  def run_stage(context, runs_by_arm, path, time_budget, length=None):
+    del length
     calls.append([run for group in runs_by_arm for run in group])
     writer = records.RecordWriter(path)
     for group in runs_by_arm:
