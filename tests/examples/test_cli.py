@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import pathlib
+import re
 
 import pytest
 
+from examples.cifar10 import configs as cnn_configs
 from examples.cifar10 import train as cnn_train
 from examples.common import cli
 from examples.mingpt import configs as gpt_configs
@@ -50,6 +54,109 @@ def test_help_lists_the_options_with_their_docstrings(capsys):
   assert "--lr" in out and "--n-layer" in out and "--no-progress" in out
   assert "Training iterations" in out
   assert "(default: 600)" in out  # the tiny preset's iterations
+
+
+def _help(configs_module, monkeypatch, capsys) -> list[str]:
+  # One column of groups (tyro makes several from 130 columns on); captured
+  # output is drawn without box characters.
+  monkeypatch.setenv("COLUMNS", "129")
+  with pytest.raises(SystemExit):
+    cli.parse(
+      configs_module.PRESETS, ["--help"], prog="train", description="Train."
+    )
+  return capsys.readouterr().out.splitlines()
+
+
+def _option_helps(lines: list[str]) -> dict[str, list[str]]:
+  """Each option's help lines, by the option's first flag.
+
+  The help starts on the flag's line (after two spaces or more) or below it.
+  """
+  helps: dict[str, list[str]] = {}
+  flag = None
+  for line in lines:
+    option = re.match(r"  (--[a-z][^ ,]*)(?:.*?  +\S)?", line)
+    if option:
+      flag = option.group(1)
+      helps[flag] = [line.rstrip()] if option.end() > option.end(1) else []
+    elif line.startswith("        ") and line.strip() and flag is not None:
+      helps[flag].append(line.rstrip())
+    else:
+      flag = None
+  return helps
+
+
+@pytest.mark.parametrize("configs_module", [gpt_configs, cnn_configs])
+def test_help_gives_each_option_one_paragraph_and_one_default(
+  configs_module, monkeypatch, capsys
+):
+  helps = _option_helps(_help(configs_module, monkeypatch, capsys))
+  config = configs_module.PRESETS["paper"]
+  names = [f.name for f in dataclasses.fields(config) if f.name != "model"]
+  names += [f.name for f in dataclasses.fields(config.model)]
+  assert sorted(helps) == sorted("--" + n.replace("_", "-") for n in names)
+  width = max(len(line) for help in helps.values() for line in help)
+  for flag, help in helps.items():
+    text = " ".join(line.strip() for line in help).split(flag)[-1]
+    assert text.count("(default:") == 1 and text.endswith(")"), (flag, text)
+    assert "``" not in text, (flag, text)
+    # Wrapped only where the next word did not fit: no docstring line break
+    # shows through.
+    for line, below in itertools.pairwise(help):
+      assert len(line) + 1 + len(below.split()[0]) > width, (flag, help)
+
+
+def test_help_lists_the_essentials_first_then_the_groups(monkeypatch, capsys):
+  lines = _help(cnn_configs, monkeypatch, capsys)
+  titles = [
+    line.strip()
+    for line, below in itertools.pairwise(lines)
+    if line.startswith(" ") and not line.startswith("  ") and "---" in below
+  ]
+  assert titles == [
+    "options",
+    "optimization options",
+    "exadam options",
+    "model options",
+    "data options",
+    "checkpoint options",
+    "multi-device options",
+    "console options",
+  ]
+  essentials = "\n".join(
+    lines[: [line.strip() for line in lines].index("optimization options")]
+  )
+  for flag in ("--preset {paper,tiny}", "--lr", "--epochs", "--out-dir"):
+    assert flag in essentials
+  # A docstring's "(default: ...)" clause is the default shown, instead of
+  # tyro's "(default: None)" beside it.
+  helps = _option_helps(lines)
+  assert helps["--num-devices"] == [
+    "        Use only the first N devices. (default: all)"
+  ]
+
+
+def test_help_text_reflows_docstrings():
+  assert cli.help_text("""learning rate (the
+      paper's), see ``lr`` and :class:`Config` (default:
+      a (nested) value).""") == (
+    "Learning rate (the paper's), see lr and Config.",
+    "a (nested) value",
+  )
+  assert cli.help_text("") == ("", None)
+
+
+def test_options_in_groups_parse_into_the_config():
+  config = cli.parse(
+    cnn_configs.PRESETS,
+    ["--preset=tiny", "--no-augment", "--fsdp", "--plateau-patience=2"],
+    prog="train",
+    description="",
+  )
+  assert type(config) is cnn_configs.Config
+  assert config == dataclasses.replace(
+    cnn_configs.PRESETS["tiny"], augment=False, fsdp=True, plateau_patience=2
+  )
 
 
 @pytest.mark.parametrize(
