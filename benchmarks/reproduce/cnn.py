@@ -224,6 +224,26 @@ class CNNRunGroup:
     """Epochs in the protocol."""
     return self.protocol.epochs
 
+  @property
+  def position(self) -> int:
+    """Training steps done by every run."""
+    return self.chunks_done * self.steps_per_epoch
+
+  def host_state(self) -> dict[str, Any]:
+    """The progress that lives on the host, for a checkpoint."""
+    return {
+      "chunks_done": self.chunks_done,
+      "schedulers": [scheduler.state_dict() for scheduler in self.schedulers],
+    }
+
+  def load_host_state(self, state: dict[str, Any]) -> None:
+    """Restores what :meth:`host_state` returned."""
+    self.chunks_done = int(state["chunks_done"])
+    self.schedulers = [
+      plateau.ReduceLROnPlateau.from_state_dict(saved)
+      for saved in state["schedulers"]
+    ]
+
   def start(self) -> list[dict[str, Any]]:
     """Records before training: none for this experiment."""
     return []

@@ -173,6 +173,20 @@ class GPTRunGroup:
     """Training intervals in the protocol."""
     return len(self._lengths)
 
+  @property
+  def position(self) -> int:
+    """Training steps done by every run."""
+    return self.steps_done
+
+  def host_state(self) -> dict[str, Any]:
+    """The progress that lives on the host, for a checkpoint."""
+    return {"chunks_done": self.chunks_done, "steps_done": self.steps_done}
+
+  def load_host_state(self, state: dict[str, Any]) -> None:
+    """Restores what :meth:`host_state` returned."""
+    self.chunks_done = int(state["chunks_done"])
+    self.steps_done = int(state["steps_done"])
+
   def _eval_records(
     self, running_losses: np.ndarray | None
   ) -> list[dict[str, Any]]:

@@ -10,6 +10,10 @@ chunk's records are written as soon as they exist.
 Before a round starts, the schedule checks that the round, timed like the
 last one, plus the final evaluation fits in the remaining budget; if not, it
 stops there and finishes every group (the CNN's test evaluation).
+
+Groups restored from checkpoints (see :mod:`benchmarks.reproduce.resume`) may
+stand at different chunks; each round advances only the groups that are
+behind, so they all catch up before the next round.
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ class RunGroup(Protocol):
   @property
   def num_chunks(self) -> int: ...
 
+  chunks_done: int
+
   def start(self) -> list[dict[str, Any]]: ...
 
   def run_chunk(self) -> list[dict[str, Any]]: ...
@@ -42,11 +48,13 @@ class Outcome:
   """How far a schedule got.
 
   Attributes:
-    rounds_done: Chunks every group completed.
+    rounds_done: Chunks every group completed (in this process and before).
     rounds_planned: Chunks of the full protocol.
     stopped_early: Whether the time budget cut the protocol short.
-    round_seconds: Wall time of each round (the first includes compilation).
-    total_seconds: Wall time of the whole schedule.
+    round_seconds: Wall time of each round this process ran (the first
+      includes compilation).
+    total_seconds: Wall time of the whole schedule, earlier processes'
+      included.
   """
 
   rounds_done: int
@@ -67,15 +75,21 @@ def run_round_robin(
   time_budget: float | None = None,
   clock: Callable[[], float] = time.monotonic,
   log: Callable[[str], None] = print,
+  after_chunk: Callable[[Any, float], None] | None = None,
+  elapsed: float = 0.0,
 ) -> Outcome:
   """Trains every group chunk by chunk, writing records as they come.
 
   Args:
-    groups: The groups; all must have the same number of chunks.
+    groups: The groups; all must have the same number of chunks. A group
+      with no chunk done first writes its ``start()`` records.
     write: Called with each batch of records.
     time_budget: Seconds the schedule may take, or None for no limit.
     clock: The time source (seconds).
     log: Receives one progress line per round.
+    after_chunk: Called as ``after_chunk(group, seconds used)`` after each
+      chunk's records are written (to save a checkpoint).
+    elapsed: Seconds the schedule already used before (when resuming).
 
   Returns:
     How far the schedule got.
@@ -94,12 +108,13 @@ def run_round_robin(
   if time_budget is not None and not time_budget > 0:
     raise ValueError(f"time_budget must be positive, got {time_budget!r}.")
   planned = lengths.pop()
-  start = clock()
+  start = clock() - elapsed
   for group in groups:
-    write(group.start())
+    if group.chunks_done == 0:
+      write(group.start())
   round_seconds: list[float] = []
   stopped_early = False
-  for round_index in range(planned):
+  for round_index in range(min(group.chunks_done for group in groups), planned):
     if time_budget is not None and round_seconds:
       needed = round_seconds[-1] * (1.0 + FINISH_FRACTION)
       if clock() - start + needed > time_budget:
@@ -111,7 +126,10 @@ def run_round_robin(
         break
     round_start = clock()
     for group in groups:
-      write(group.run_chunk())
+      if group.chunks_done == round_index:
+        write(group.run_chunk())
+        if after_chunk is not None:
+          after_chunk(group, clock() - start)
     round_seconds.append(clock() - round_start)
     log(
       f"round {round_index + 1}/{planned}: {round_seconds[-1]:.1f} s "
@@ -120,7 +138,7 @@ def run_round_robin(
   for group in groups:
     write(group.finish())
   return Outcome(
-    rounds_done=len(round_seconds),
+    rounds_done=min(group.chunks_done for group in groups),
     rounds_planned=planned,
     stopped_early=stopped_early,
     round_seconds=tuple(round_seconds),

@@ -270,7 +270,7 @@ def train(
     total_steps=config.epochs * steps_per_epoch,
     unit="images",
     examples_per_step=batch_size,
-    resumable=config.RESUMABLE,
+    resumable=config.resumable(),
     progress_bar=config.progress,
   ) as run:
     state, progress = run.restore(state)

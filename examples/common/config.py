@@ -93,7 +93,11 @@ class RunConfig:
   """Run folder for config.json, metrics.jsonl and checkpoints (default:
   runs/<trainer>-<preset>-<optimizer>-seed<seed>)."""
   resume: bool = False
-  """Continue the run in --out-dir from its latest checkpoint."""
+  """Continue the run in --out-dir from its newest checkpoint that restores
+  (damaged ones are moved to checkpoints-damaged/)."""
+  restart_if_damaged: bool = False
+  """With --resume: if no checkpoint restores, move them aside and start
+  again from scratch (default: stop with an error and change nothing)."""
   keep_checkpoints: int = 3
   """Number of most recent checkpoints kept."""
   num_devices: int | None = None
@@ -124,6 +128,7 @@ class RunConfig:
       "verify_data",
       "out_dir",
       "resume",
+      "restart_if_damaged",
       "keep_checkpoints",
       "distributed",
       "coordinator_address",
@@ -183,6 +188,8 @@ class RunConfig:
       for name in ("coordinator_address", "num_processes", "process_id")
       if getattr(self, name) is not None
     ]
+    if self.restart_if_damaged and not self.resume:
+      raise ValueError("--restart-if-damaged only applies with --resume.")
     if given and not self.distributed:
       raise ValueError(
         f"{', '.join('--' + name.replace('_', '-') for name in given)} only "
@@ -197,6 +204,13 @@ class RunConfig:
       self.gradient_acceleration,
       self.dynamic_step_size,
     )
+
+  def resumable(self) -> frozenset[str]:
+    """:attr:`RESUMABLE`, less the run's length under a schedule that
+    depends on it (a cosine decays over the whole run)."""
+    if self.schedule == "constant":
+      return self.RESUMABLE
+    return self.RESUMABLE - {"iters", "epochs"}
 
   def learning_rate_schedule(self, total_steps: int) -> optimizers.Schedule:
     """The configured schedule over a run of ``total_steps`` updates."""

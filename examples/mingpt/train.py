@@ -218,7 +218,7 @@ def train(
     total_steps=config.iters,
     unit="tokens",
     examples_per_step=config.batch_size * block_size,
-    resumable=config.RESUMABLE,
+    resumable=config.resumable(),
     progress_bar=config.progress,
   ) as run:
     state, progress = run.restore(state)

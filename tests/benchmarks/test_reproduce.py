@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import pickle
 
 import jax
 import numpy as np
@@ -24,6 +23,7 @@ from benchmarks.reproduce import (
   cnn,
   convergence,
   gpt,
+  orchestration,
   plots,
   records,
   report,
@@ -42,12 +42,10 @@ from benchmarks.reproduce.presets import (
 from examples.cifar10 import data as cifar_data
 from examples.cifar10 import train as cnn_train
 from examples.common import sharding
+from tests.benchmarks import conftest
 
 SMOKE = PRESETS["smoke"]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-CIFAR_IMAGES_PER_FILE = 16
-"""80 training images: the smoke preset's 16 for validation and 32 of the
-rest for training (two batches of 16); 16 test images."""
 
 
 def _random_cifar(seed: int = 0) -> cifar_data.Cifar10:
@@ -700,24 +698,6 @@ def test_padded_batches_cover_each_example_once():
     cnn_train.padded_batches(5, 2, num_batches=2)
 
 
-@pytest.fixture(scope="module")
-def smoke_cifar_dir(tmp_path_factory):
-  """A data folder with a tiny ``cifar-10-batches-py`` in the official layout."""
-  root = tmp_path_factory.mktemp("cifar_data")
-  folder = root / cifar_data.FOLDER_NAME
-  folder.mkdir()
-  rng = np.random.default_rng(0)
-  for name in (*cifar_data.TRAIN_BATCH_NAMES, cifar_data.TEST_BATCH_NAME):
-    batch = {
-      "data": rng.integers(
-        0, 256, (CIFAR_IMAGES_PER_FILE, 3 * 32 * 32), dtype=np.uint8
-      ),
-      "labels": rng.integers(0, 10, CIFAR_IMAGES_PER_FILE).tolist(),
-    }
-    (folder / name).write_bytes(pickle.dumps(batch, protocol=4))
-  return root
-
-
 def test_cnn_load_limits_the_data_as_the_protocol_asks(smoke_cifar_dir):
   protocol = SMOKE.cnn
   dataset = cnn.load(protocol, str(smoke_cifar_dir), download=False)
@@ -736,7 +716,7 @@ def test_cnn_load_limits_the_data_as_the_protocol_asks(smoke_cifar_dir):
     str(smoke_cifar_dir),
     False,
   )
-  assert len(unlimited.train_images) == 5 * CIFAR_IMAGES_PER_FILE - 16
+  assert len(unlimited.train_images) == 5 * conftest.CIFAR_IMAGES_PER_FILE - 16
 
 
 # Schedule.
@@ -953,7 +933,7 @@ def test_plateau_lowers_each_runs_rate_in_the_batched_state(mesh):
 def test_adafactor_multiplier_is_injected(mesh):
   arm = Arm("adafactor", "adafactor")
   # The protocol's rate is ignored: Adafactor's multiplier starts at 1...
-  assert cli.protocol_rate(arm, 1e-4) == 1.0
+  assert orchestration.protocol_rate(arm, 1e-4) == 1.0
   # ...unless the run sets it, as a sweep does. A tiny model compiles fast;
   # the experiments' groups initialise their runs with the same BatchedRuns.
   batched = runs.BatchedRuns(
@@ -991,7 +971,7 @@ def test_batched_runs_reject_mixed_arms_and_repeated_runs():
 
 
 def test_arms_for_each_mode():
-  assert [a.label for a in cli.arms_for("cnn", "compare", None)] == [
+  assert [a.label for a in orchestration.arms_for("cnn", "compare", None)] == [
     "exadam",
     "adam",
     "adamw",
@@ -999,25 +979,29 @@ def test_arms_for_each_mode():
     "rmsprop",
     "sgd",
   ]
-  assert [a.label for a in cli.arms_for("gpt", "sweep", None)] == [
+  assert [a.label for a in orchestration.arms_for("gpt", "sweep", None)] == [
     "exadam",
     "exadam-no-dynamic-step-size",
     "adam",
     "adamw",
     "adafactor",
   ]
-  assert [a.label for a in cli.arms_for("cnn", "sweep", ["adam", "sgd"])] == [
-    "adam"
-  ]
-  ablation = cli.arms_for("gpt", "ablation", None)
-  assert ablation == ABLATION_ARMS == cli.arms_for("cnn", "ablation", ["adam"])
+  assert [
+    a.label for a in orchestration.arms_for("cnn", "sweep", ["adam", "sgd"])
+  ] == ["adam"]
+  ablation = orchestration.arms_for("gpt", "ablation", None)
+  assert (
+    ablation
+    == ABLATION_ARMS
+    == orchestration.arms_for("cnn", "ablation", ["adam"])
+  )
   assert {a.optimizer for a in ablation} == {"exadam"}
   assert ablation[-1].switches == type(ablation[-1].switches)(
     False, False, False
   )
   assert len({a.switches for a in ablation}) == 5
   with pytest.raises(ValueError, match="leaves none"):
-    cli.arms_for("cnn", "compare", ["signum"])
+    orchestration.arms_for("cnn", "compare", ["signum"])
 
 
 @pytest.mark.parametrize(
@@ -1056,29 +1040,19 @@ def test_ablation_takes_exactly_one_rate(tmp_path):
 
 def test_tuned_rate_needs_a_finished_sweep(tmp_path):
   with pytest.raises(FileNotFoundError, match="not a reproduction folder"):
-    cli.tuned_rate(tmp_path, "gpt", "exadam")
+    orchestration.tuned_rate(tmp_path, "gpt", "exadam")
   info = {"experiments": {"gpt": {"sweep": {"selected": {"exadam": None}}}}}
   report.write_run_info(tmp_path, info)
   with pytest.raises(ValueError, match="no selected rate of 'exadam'"):
-    cli.tuned_rate(tmp_path, "gpt", "exadam")
+    orchestration.tuned_rate(tmp_path, "gpt", "exadam")
   with pytest.raises(ValueError, match="for experiment 'cnn'"):
-    cli.tuned_rate(tmp_path, "cnn", "exadam")
+    orchestration.tuned_rate(tmp_path, "cnn", "exadam")
   info["experiments"]["gpt"]["sweep"]["selected"]["exadam"] = 3e-3
   report.write_run_info(tmp_path, info)
-  assert cli.tuned_rate(tmp_path, "gpt", "exadam") == 3e-3
+  assert orchestration.tuned_rate(tmp_path, "gpt", "exadam") == 3e-3
 
 
 # The command line, end to end.
-
-
-@pytest.fixture(scope="module")
-def module_data_env(tmp_path_factory):
-  """No data folder but the one passed: EXADAM_DATA_DIR unset, the cache
-  folder (and its record of verified files) in a temporary folder."""
-  with pytest.MonkeyPatch.context() as patch:
-    patch.delenv("EXADAM_DATA_DIR", raising=False)
-    patch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg_cache")))
-    yield
 
 
 def _argv(out, data_dir, *options):
@@ -1094,7 +1068,7 @@ def _argv(out, data_dir, *options):
 
 
 def test_compare_mode_writes_records_tables_and_figures(
-  tmp_path, smoke_cifar_dir, module_data_env
+  tmp_path, smoke_cifar_dir, module_data_env, capsys
 ):
   out = tmp_path / "out"
   argv = _argv(
@@ -1131,8 +1105,16 @@ def test_compare_mode_writes_records_tables_and_figures(
   (out / "tables.md").unlink()
   assert cli.main(["--report-only", "--out", str(out)]) == 0
   assert (out / "tables.md").read_text() == text
-  with pytest.raises(SystemExit, match="already holds results"):
-    cli.main(argv)
+  # The same command again finds every stage finished and trains nothing.
+  metrics = (out / "cnn_metrics.jsonl").read_text()
+  assert cli.main(argv) == 0
+  assert (out / "cnn_metrics.jsonl").read_text() == metrics
+  # Another command is refused, in one line.
+  capsys.readouterr()
+  assert cli.main([*argv, "--seeds", "3"]) == 1
+  error = capsys.readouterr().err
+  assert error.startswith("error: ") and error.count("\n") == 1
+  assert "seeds: 2 -> 3" in error
 
 
 @pytest.fixture(scope="module")
@@ -1157,7 +1139,9 @@ def sweep_dir(tmp_path_factory, module_data_env):
 def test_sweep_mode_extends_a_grid_whose_choice_is_at_an_edge(sweep_dir):
   grid = SMOKE.grid("gpt", "exadam")
   sweep_records = records.read_records(sweep_dir / "sweep_gpt_metrics.jsonl")
-  assert {r["seed"] for r in sweep_records} == {1234 + cli.SWEEP_SEED_OFFSET}
+  assert {r["seed"] for r in sweep_records} == {
+    1234 + orchestration.SWEEP_SEED_OFFSET
+  }
   assert {r["arm"] for r in sweep_records} == {"exadam"}
   first_stage = [r for r in sweep_records if r["base_lr"] in grid]
   (first_choice,) = sweep.choose(first_stage, "gpt")
@@ -1167,7 +1151,7 @@ def test_sweep_mode_extends_a_grid_whose_choice_is_at_an_edge(sweep_dir):
   assert extensions[0] == {
     "exadam": list(extend_grid(grid, first_choice.at_edge))
   }
-  assert 1 <= len(extensions) <= cli.MAX_EXTENSIONS
+  assert 1 <= len(extensions) <= orchestration.MAX_EXTENSIONS
   tried = sorted({r["base_lr"] for r in sweep_records})
   assert tried == sorted(
     {*grid, *(rate for stage in extensions for rate in stage["exadam"])}
@@ -1178,7 +1162,7 @@ def test_sweep_mode_extends_a_grid_whose_choice_is_at_an_edge(sweep_dir):
   assert len(sweep_records) == 3 * len(tried)
   (choice,) = sweep.choose(sweep_records, "gpt")
   assert entry["sweep"]["selected"] == {"exadam": choice.best_lr}
-  if len(extensions) < cli.MAX_EXTENSIONS:
+  if len(extensions) < orchestration.MAX_EXTENSIONS:
     assert choice.at_edge is None
   final = records.read_records(sweep_dir / "gpt_metrics.jsonl")
   assert len(final) == 3
@@ -1200,11 +1184,13 @@ def test_sweep_mode_extends_a_grid_whose_choice_is_at_an_edge(sweep_dir):
 
 
 def _fake_stage(calls):
-  """A ``cli.run_stage`` that trains nothing: it writes one made-up
+  """A ``Reproduction.run_stage`` that trains nothing: it writes one made-up
   evaluation per run and evaluation point and returns a full outcome."""
 
-  def run_stage(context, runs_by_arm, path, time_budget, length=None):
-    del length
+  def run_stage(
+    self, context, stage, runs_by_arm, path, time_budget, length=None
+  ):
+    del self, stage, length
     calls.append([run for group in runs_by_arm for run in group])
     writer = records.RecordWriter(path)
     for group in runs_by_arm:
@@ -1223,7 +1209,7 @@ def _fake_stage(calls):
               }
             ]
           )
-    return schedule.Outcome(2, 2, False, (1.0, 1.0), 2.0)
+    return schedule.Outcome(2, 2, False, (1.0, 1.0), 2.0).as_dict()
 
   return run_stage
 
@@ -1231,9 +1217,11 @@ def _fake_stage(calls):
 def test_ablation_mode_runs_every_arm_at_the_sweeps_exadam_rate(
   sweep_dir, tmp_path, monkeypatch, module_data_env
 ):
-  selected = cli.tuned_rate(sweep_dir, "gpt", "exadam")
+  selected = orchestration.tuned_rate(sweep_dir, "gpt", "exadam")
   calls = []
-  monkeypatch.setattr(cli, "run_stage", _fake_stage(calls))
+  monkeypatch.setattr(
+    orchestration.Reproduction, "run_stage", _fake_stage(calls)
+  )
   out = tmp_path / "ablation"
   argv = _argv(
     out,

@@ -306,3 +306,59 @@ def test_learning_rate_accessors_reject_foreign_state():
     optimizers.get_learning_rate(state)
   with pytest.raises(TypeError, match="make_optimizer"):
     optimizers.set_learning_rate(state, 1e-4)
+
+
+def test_cosine_schedule_warms_up_then_decays_to_the_final_fraction():
+  schedule = optimizers.Schedule("cosine", 100, 0.05, 0.1)
+  assert schedule.warmup_steps == 5
+  assert schedule.at(0) == 0.0
+  assert schedule.at(5) == pytest.approx(1.0)
+  assert schedule.at(100) == pytest.approx(0.1)
+  assert schedule.at(2) == pytest.approx(0.4)
+  middle = 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.5))
+  assert schedule.at(5 + 95 // 2) == pytest.approx(middle, rel=2e-2)
+  assert optimizers.Schedule().multiplier() is None
+  assert optimizers.Schedule().at(7) == 1.0
+
+
+@pytest.mark.parametrize(
+  "kwargs, message",
+  [
+    (dict(kind="linear"), "schedule must be 'constant' or 'cosine'"),
+    (dict(total_steps=0), "total_steps must be a positive integer"),
+    (dict(warmup_fraction=1.0), r"warmup_fraction must lie in \[0, 1\)"),
+    (dict(final_fraction=-0.1), r"final_fraction must lie in \[0, 1\]"),
+  ],
+)
+def test_bad_schedules_are_rejected(kwargs, message):
+  with pytest.raises(ValueError, match=message):
+    optimizers.Schedule(**kwargs)
+
+
+@pytest.mark.parametrize(
+  "name, reference",
+  [
+    ("adam", lambda rate: optax.adam(rate, eps=1e-8)),
+    ("adamw", lambda rate: optax.adamw(rate, eps=1e-8, weight_decay=1e-2)),
+    ("exadam", exadam_optax.exadam),
+  ],
+)
+def test_a_scheduled_rate_equals_optax_with_that_schedule(name, reference):
+  """The registry scales each update by the schedule's multiplier; optax
+  schedules the rate itself (weight decay included): the same updates."""
+  params, grads = _problem(5)
+  schedule = optimizers.Schedule("cosine", NUM_STEPS, 0.34, 0.1)
+  got = _run_registry(name, params, grads, schedule=schedule)
+  rate = optax.warmup_cosine_decay_schedule(
+    0.0, LR, warmup_steps=2, decay_steps=NUM_STEPS, end_value=0.1 * LR
+  )
+  tx = reference(rate)
+  expected = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), params)
+  state = tx.init(expected)
+  for grad in grads:
+    grad = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), grad)
+    updates, state = tx.update(grad, state, expected)
+    expected = optax.apply_updates(expected, updates)
+  for leaf in SHAPES:
+    np.testing.assert_allclose(got[leaf], expected[leaf], rtol=1e-6, atol=1e-7)
+    assert not np.allclose(got[leaf], params[leaf])

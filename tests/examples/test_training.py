@@ -18,7 +18,7 @@ import pytest
 
 from examples.cifar10 import configs as cnn_configs
 from examples.cifar10 import train as cnn_train
-from examples.common import training_run
+from examples.common import optimizers, training_run
 from examples.mingpt import configs as gpt_configs
 from examples.mingpt import train as gpt_train
 
@@ -326,3 +326,24 @@ def test_cnn_max_train_images_limits_the_epoch(cifar_dir, tmp_path):
     _cnn_config(cifar_dir, tmp_path / "run", epochs=1, max_train_images=16)
   )
   assert [record["step"] for record in result.history] == [1]
+
+
+def test_mingpt_cosine_schedule_is_recorded_and_fixes_the_length(
+  text_file, tmp_path
+):
+  out_dir = tmp_path / "cosine"
+  config = _gpt_config(
+    text_file, out_dir, schedule="cosine", warmup_fraction=0.34
+  )
+  result = gpt_train.train(config)
+  schedule = optimizers.Schedule("cosine", 6, 0.34, 0.1)
+  peak = config.lr
+  # Each record holds the rate of the latest update (the first at step 0).
+  assert [r["lr"] for r in result.history] == pytest.approx(
+    [peak * schedule.at(max(step - 1, 0)) for step in (0, 2, 4, 6)]
+  )
+  saved = json.loads((out_dir / "config.json").read_text())
+  assert (saved["schedule"], saved["warmup_fraction"]) == ("cosine", 0.34)
+  # The cosine spans the whole run: resuming with another length is refused.
+  with pytest.raises(ValueError, match="iters: 6 -> 8"):
+    gpt_train.train(dataclasses.replace(config, iters=8, resume=True))

@@ -1,0 +1,225 @@
+"""A stopped ``python -m benchmarks.reproduce`` continues where it stopped.
+
+Each test runs a smoke-preset reproduction once without interruption and
+once stopped at some point (an exception raised where a kill or a signal
+would strike, a damaged checkpoint, a torn metrics line), then starts the
+stopped one again with the same command. The continued folder must hold the
+same records as the uninterrupted one: the same runs, evaluations and
+values, bit for bit.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from benchmarks.reproduce import cli, orchestration, records, report, resume
+
+GPT_SWEEP = (
+  *("--mode", "sweep", "--experiments", "gpt"),
+  *("--optimizers", "exadam", "adam", "--sweep-seeds", "1", "--seeds", "2"),
+)
+CNN_COMPARE = (
+  *("--mode", "compare", "--experiments", "cnn", "--seeds", "2"),
+  *("--optimizers", "exadam", "adam"),
+)
+REPOSITORY = pathlib.Path(__file__).resolve().parents[2]
+
+
+class Killed(Exception):
+  """Stands for a kill: raised where the process would die."""
+
+
+def _argv(out, data_dir, options):
+  return [
+    *("--preset", "smoke", *options),
+    *("--data-dir", str(data_dir), "--out", str(out)),
+  ]
+
+
+def _records(out: pathlib.Path) -> list[dict]:
+  found = []
+  for path in sorted(out.glob("*_metrics.jsonl")):
+    found += [{**r, "file": path.name} for r in records.read_records(path)]
+  return sorted(found, key=lambda r: json.dumps(r, sort_keys=True))
+
+
+def _kill_at_save(monkeypatch, number: int, *, before: bool):
+  """Makes the ``number``-th checkpoint save raise :class:`Killed`, before
+  writing it (its chunk's records are then on disk without a checkpoint)
+  or after."""
+  real_save = resume.GroupCheckpoints.save
+  count = [0]
+
+  def save(self, group, stage_seconds):
+    count[0] += 1
+    if count[0] == number and before:
+      raise Killed
+    real_save(self, group, stage_seconds)
+    if count[0] == number:
+      raise Killed
+
+  monkeypatch.setattr(resume.GroupCheckpoints, "save", save)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, smoke_cifar_dir, module_data_env):
+  """Both reproductions run from start to end, by their options."""
+  folders = {}
+  for name, options in (("gpt", GPT_SWEEP), ("cnn", CNN_COMPARE)):
+    out = tmp_path_factory.mktemp(f"uninterrupted_{name}")
+    assert cli.main(_argv(out, smoke_cifar_dir, options)) == 0
+    folders[name] = out
+  return folders
+
+
+@pytest.mark.parametrize(
+  ("name", "options", "number", "before"),
+  [
+    ("gpt", GPT_SWEEP, 1, False),  # after the first checkpoint
+    ("gpt", GPT_SWEEP, 4, True),  # a chunk's records without its checkpoint
+    ("gpt", GPT_SWEEP, 7, False),  # in a later sweep stage
+    ("cnn", CNN_COMPARE, 3, True),  # mid-stage, plateau schedulers restored
+  ],
+)
+def test_a_killed_reproduction_continues_to_the_same_records(
+  name,
+  options,
+  number,
+  before,
+  uninterrupted,
+  tmp_path,
+  smoke_cifar_dir,
+  module_data_env,
+  monkeypatch,
+):
+  out = tmp_path / "out"
+  argv = _argv(out, smoke_cifar_dir, options)
+  with monkeypatch.context() as patch:
+    _kill_at_save(patch, number, before=before)
+    with pytest.raises(Killed):
+      cli.main(argv)
+  assert (out / resume.CHECKPOINT_DIR).is_dir()
+  assert cli.main(argv) == 0
+  assert _records(out) == _records(uninterrupted[name])
+  info = report.read_run_info(out)
+  assert set(info["stages"]) == set(
+    report.read_run_info(uninterrupted[name])["stages"]
+  )
+  assert len(info["resumed"]) == 1
+  # Finished stages leave no checkpoints behind.
+  assert not list((out / resume.CHECKPOINT_DIR).iterdir())
+
+
+def test_finished_stages_are_not_run_again(
+  uninterrupted, tmp_path, smoke_cifar_dir, module_data_env, monkeypatch
+):
+  out = tmp_path / "out"
+  argv = _argv(out, smoke_cifar_dir, GPT_SWEEP)
+  with monkeypatch.context() as patch:
+    _kill_at_save(patch, 7, before=False)
+    with pytest.raises(Killed):
+      cli.main(argv)
+  done = set(report.read_run_info(out)["stages"])
+  assert "gpt-sweep-0" in done
+  trained = []
+  real_run_stage = orchestration.Reproduction.run_stage
+
+  def run_stage(self, context, stage, *rest, **options):
+    if stage not in self.info["stages"]:
+      trained.append(stage)
+    return real_run_stage(self, context, stage, *rest, **options)
+
+  monkeypatch.setattr(orchestration.Reproduction, "run_stage", run_stage)
+  assert cli.main(argv) == 0
+  assert not done & set(trained)
+  assert "gpt-final" in trained
+
+
+def test_a_torn_last_record_and_a_damaged_checkpoint_are_recovered(
+  uninterrupted, tmp_path, smoke_cifar_dir, module_data_env, monkeypatch, capsys
+):
+  out = tmp_path / "out"
+  argv = _argv(out, smoke_cifar_dir, CNN_COMPARE)
+  with monkeypatch.context() as patch:
+    _kill_at_save(patch, 4, before=False)
+    with pytest.raises(Killed):
+      cli.main(argv)
+  # A write cut short by the kill, and the newest checkpoint of one arm cut
+  # short as a full disk leaves it.
+  with open(out / "cnn_metrics.jsonl", "a", encoding="utf-8") as file:
+    file.write('{"arm": "exadam", "kind": "ev')
+  arm_dir = resume.stage_dir(out, "cnn-final") / "adam"
+  newest = max(int(p.name) for p in arm_dir.iterdir() if p.name.isdigit())
+  for path in (arm_dir / str(newest)).rglob("*"):
+    if path.is_file() and path.stat().st_size > 0:
+      path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+  capsys.readouterr()
+  assert cli.main(argv) == 0
+  assert _records(out) == _records(uninterrupted["cnn"])
+  printed = capsys.readouterr().out
+  assert f"adam/{newest} did not restore" in printed
+  damaged = out / resume.DAMAGED_DIR / "cnn-final" / f"adam-{newest}"
+  assert damaged.is_dir() and str(damaged) in printed
+
+
+def test_another_command_does_not_continue_a_folder(
+  tmp_path, smoke_cifar_dir, module_data_env, monkeypatch, capsys
+):
+  out = tmp_path / "out"
+  argv = _argv(out, smoke_cifar_dir, CNN_COMPARE)
+  with monkeypatch.context() as patch:
+    _kill_at_save(patch, 1, before=False)
+    with pytest.raises(Killed):
+      cli.main(argv)
+  capsys.readouterr()
+  assert cli.main([*argv, "--first-seed", "7"]) == 1
+  error = capsys.readouterr().err
+  assert error.startswith("error: ") and error.count("\n") == 1
+  assert "first_seed: 1234 -> 7" in error and "run its command again" in error
+
+
+def test_sigterm_stops_in_one_line_and_the_same_command_continues(
+  uninterrupted, tmp_path, smoke_cifar_dir, module_data_env
+):
+  out = tmp_path / "out"
+  command = [
+    sys.executable,
+    *("-m", "benchmarks.reproduce"),
+    *_argv(out, smoke_cifar_dir, GPT_SWEEP),
+  ]
+  environment = {**os.environ, "PYTHONPATH": str(REPOSITORY)}
+  process = subprocess.Popen(
+    command,
+    cwd=REPOSITORY,
+    env=environment,
+    stdout=subprocess.PIPE,
+    stderr=subprocess.PIPE,
+    text=True,
+  )
+  deadline = time.monotonic() + 240
+  stage = resume.stage_dir(out, "gpt-sweep-0")
+  while not (stage.is_dir() and any(stage.rglob("_CHECKPOINT_METADATA"))):
+    assert process.poll() is None, process.communicate()
+    assert time.monotonic() < deadline, "no checkpoint within 240 s"
+    time.sleep(0.2)
+  process.send_signal(signal.SIGTERM)
+  _, stderr = process.communicate(timeout=120)
+  assert process.returncode == 128 + signal.SIGTERM
+  assert stderr.strip().splitlines() == [
+    f"SIGTERM: stopped; every finished chunk is saved in {out}; run the same "
+    "command again to continue."
+  ]
+  finished = subprocess.run(
+    command, cwd=REPOSITORY, env=environment, capture_output=True, text=True
+  )
+  assert finished.returncode == 0, finished.stderr
+  assert "continuing the reproduction" in finished.stdout
+  assert _records(out) == _records(uninterrupted["gpt"])
