@@ -17,7 +17,16 @@ import optax
 
 
 class ScaleByExAdamState(NamedTuple):
-  """State for the EXAdam algorithm."""
+  """State for the EXAdam algorithm.
+
+  Attributes:
+    count: The number of updates so far, an int32 scalar that saturates at
+      its largest value instead of overflowing.
+    mu: The first moment :math:`m_t`, a tree like the parameters, of dtype
+      ``mu_dtype`` (by default the parameters').
+    nu: The second moment :math:`v_t`, a tree like the parameters, of their
+      dtype.
+  """
 
   count: chex.Array  # shape=(), dtype=jnp.int32.
   mu: optax.Updates
