@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import os
+import pathlib
+import re
 import signal
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 
 from examples.common import config as config_lib
 from examples.common import optimizers, training_run
+from tests.examples import damage as damage_lib
 
 
 @dataclasses.dataclass(frozen=True)
@@ -229,3 +234,293 @@ def test_flatten_and_unflatten_are_inverse():
   flat = training_run.flatten(nested)
   assert flat == {"a": 1, "model.n": 2, "model.dtype": "float32"}
   assert training_run.unflatten(flat) == nested
+
+
+# What crashes leave behind: damaged checkpoints, torn records, a full disk.
+
+
+def _saved_run(tmp_path, steps=(1, 2, 3)) -> pathlib.Path:
+  """A run with a record and a checkpoint per step; its checkpoint folder."""
+  with _run(tmp_path) as run:
+    run.restore(_tree_state(0.0))
+    for step in steps:
+      run.record({"step": step})
+      run.save(step, _tree_state(float(step)), {"step": step})
+  return tmp_path / "run" / training_run.CHECKPOINT_DIR
+
+
+def _lines(text: str) -> list[str]:
+  return text.strip().splitlines()
+
+
+def _write_progress_without_counts(step_dir: pathlib.Path) -> None:
+  (step_dir / "progress" / "metadata").write_text('{"step": 3}')
+
+
+@pytest.mark.parametrize(
+  "damage",
+  [*damage_lib.DAMAGE.values(), _write_progress_without_counts],
+  ids=[*damage_lib.DAMAGE, "progress_without_counts"],
+)
+def test_resume_moves_a_damaged_newest_checkpoint_aside_and_restores_the_one_before(
+  tmp_path, capfd, damage
+):
+  checkpoints = _saved_run(tmp_path)
+  damage(checkpoints / "3")
+  files = sorted(
+    p.relative_to(checkpoints / "3") for p in (checkpoints / "3").rglob("*")
+  )
+  capfd.readouterr()
+  with _run(tmp_path, resume=True) as run:
+    restored, progress = run.restore(_tree_state(0.0))
+    assert [record["step"] for record in run.records] == [1, 2]
+  _assert_trees_equal(restored, _tree_state(2.0))
+  assert progress["step"] == 2
+  assert sorted(p.name for p in checkpoints.iterdir()) == ["1", "2"]
+  (moved,) = (tmp_path / "run" / training_run.DAMAGED_DIR).iterdir()
+  assert re.fullmatch(r"3-\d{8}T\d{6}Z", moved.name)
+  # Moved whole, nothing deleted.
+  assert sorted(p.relative_to(moved) for p in moved.rglob("*")) == files
+  out, err = capfd.readouterr()
+  (line,) = _lines(out)
+  assert line.startswith(f"Checkpoint 3 in {checkpoints} did not restore (")
+  assert line.endswith(
+    f"moved it to {moved}. Resuming from the checkpoint at step 2."
+  )
+  assert err == ""  # none of Orbax's tracebacks
+
+
+def test_several_damaged_checkpoints_are_named_in_one_line(tmp_path, capsys):
+  checkpoints = _saved_run(tmp_path)
+  damage_lib.cut_array_files(checkpoints / "3")
+  damage_lib.remove_metadata(checkpoints / "2")
+  capsys.readouterr()
+  with _run(tmp_path, resume=True) as run:
+    restored, _ = run.restore(_tree_state(0.0))
+  _assert_trees_equal(restored, _tree_state(1.0))
+  (line,) = _lines(capsys.readouterr().out)
+  assert line.startswith(
+    f"Checkpoints 3 and 2 in {checkpoints} did not restore (3: "
+  )
+  assert "; 2: " in line
+  assert line.endswith("Resuming from the checkpoint at step 1.")
+  damaged = tmp_path / "run" / training_run.DAMAGED_DIR
+  assert sorted(p.name[:2] for p in damaged.iterdir()) == ["2-", "3-"]
+
+
+def test_every_checkpoint_damaged_stops_and_changes_nothing(tmp_path, capfd):
+  checkpoints = _saved_run(tmp_path, steps=(1, 2))
+  for step in ("1", "2"):
+    damage_lib.cut_array_files(checkpoints / step)
+  metrics = (tmp_path / "run" / "metrics.jsonl").read_text()
+  capfd.readouterr()
+  with (
+    _run(tmp_path, resume=True) as run,
+    pytest.raises(training_run.DamagedCheckpointsError) as raised,
+  ):
+    run.restore(_tree_state(0.0))
+  message = str(raised.value)
+  assert "\n" not in message
+  assert message.startswith(
+    f"No checkpoint in {checkpoints} restores completely (2: ValueError: "
+  )
+  assert "they are left in place. Pass --restart-if-damaged" in message
+  assert isinstance(raised.value.__cause__, ValueError)  # --debug shows it
+  assert sorted(p.name for p in checkpoints.iterdir()) == ["1", "2"]
+  assert not (tmp_path / "run" / training_run.DAMAGED_DIR).exists()
+  assert (tmp_path / "run" / "metrics.jsonl").read_text() == metrics
+  assert capfd.readouterr().err == ""
+
+
+def test_restart_if_damaged_moves_them_aside_and_keeps_the_records(
+  tmp_path, capsys
+):
+  checkpoints = _saved_run(tmp_path, steps=(1,))
+  damage_lib.remove_metadata(checkpoints / "1")
+  capsys.readouterr()
+  with pytest.raises(ValueError, match="only applies with --resume"):
+    _Config(restart_if_damaged=True)
+  with _run(tmp_path, resume=True, restart_if_damaged=True) as run:
+    restored, progress = run.restore(_tree_state(0.0))
+    assert run.records == []
+  _assert_trees_equal(restored, _tree_state(0.0))
+  assert progress == {}
+  assert list(checkpoints.iterdir()) == []
+  damaged = tmp_path / "run" / training_run.DAMAGED_DIR
+  (kept,) = damaged.glob("metrics-*.jsonl")
+  assert [
+    json.loads(line)["step"] for line in kept.read_text().splitlines()
+  ] == [1]
+  (line,) = _lines(capsys.readouterr().out)
+  assert line.endswith(
+    f"Starting again from scratch (--restart-if-damaged); the earlier records are in {kept}."
+  )
+
+
+def test_restore_newest_intact_with_a_manager_of_ones_own(
+  tmp_path, monkeypatch
+):
+  checkpoints = _saved_run(tmp_path)
+  damaged_dir = tmp_path / "damaged"
+  manager = ocp.CheckpointManager(checkpoints)
+
+  def restore_step(step):
+    return manager.restore(
+      step, args=ocp.args.Composite(progress=ocp.args.JsonRestore())
+    )["progress"]
+
+  try:
+    with pytest.raises(ValueError, match="must lie outside"):
+      training_run.restore_newest_intact(
+        manager, restore_step, checkpoints / "damaged"
+      )
+    intact = training_run.restore_newest_intact(
+      manager, restore_step, damaged_dir
+    )
+    assert (intact.step, intact.restored["step"], intact.damaged) == (3, 3, ())
+    assert intact.describe() == ""
+
+    for step in ("1", "2", "3"):
+      (checkpoints / step / "progress" / "metadata").unlink()
+    kept = training_run.restore_newest_intact(
+      manager, restore_step, damaged_dir, move_if_none_intact=False
+    )
+    assert (kept.step, kept.restored) == (None, None)
+    assert [(d.step, d.moved_to) for d in kept.damaged] == [
+      (3, None),
+      (2, None),
+      (1, None),
+    ]
+    assert kept.damaged[0].cause.startswith("FileNotFoundError: ")
+    assert manager.all_steps() == [1, 2, 3]
+
+    # A name already taken (moved in the same second) gets a number.
+    (damaged_dir / "3-19700101T000000Z").mkdir(parents=True)
+    with monkeypatch.context() as patch:
+      patch.setattr(training_run.time, "time", lambda: 0.0)
+      moved = training_run.restore_newest_intact(
+        manager, restore_step, damaged_dir
+      )
+    assert moved.step is None
+    assert [d.step for d in moved.damaged] == [3, 2, 1]
+    assert [d.moved_to.name for d in moved.damaged] == [
+      "3-19700101T000000Z-1",
+      "2-19700101T000000Z",
+      "1-19700101T000000Z",
+    ]
+    for damaged in moved.damaged:
+      assert damaged.moved_to.parent == damaged_dir
+      assert (damaged.moved_to / "progress").is_dir()
+    assert manager.all_steps() == []
+    assert moved.describe().startswith(
+      f"No checkpoint in {checkpoints} restores completely (3: FileNotFoundError: "
+    )
+  finally:
+    manager.close()
+
+
+def test_a_torn_last_record_is_dropped_with_one_line(tmp_path, capsys):
+  _saved_run(tmp_path, steps=(1, 2))
+  metrics = tmp_path / "run" / "metrics.jsonl"
+  # As a process killed while appending the record of step 3 leaves it.
+  with open(metrics, "a") as file:
+    file.write('{"step": 3, "val_lo')
+  capsys.readouterr()
+  with _run(tmp_path, resume=True) as run:
+    run.restore(_tree_state(0.0))
+    run.record({"step": 3})
+  assert _lines(capsys.readouterr().out) == [
+    f'{metrics}: dropped its last line, cut short by an interrupted write ({{"step": 3, "val_lo).',
+    "Resumed from the checkpoint at step 2 in " + str(tmp_path / "run") + ".",
+    "step 3",
+  ]
+  assert [
+    json.loads(line)["step"] for line in metrics.read_text().splitlines()
+  ] == [1, 2, 3]
+
+
+def test_a_last_record_without_its_newline_is_kept(tmp_path):
+  _saved_run(tmp_path, steps=(1, 2))
+  metrics = tmp_path / "run" / "metrics.jsonl"
+  metrics.write_text(metrics.read_text().rstrip("\n"))
+  with _run(tmp_path, resume=True) as run:
+    run.restore(_tree_state(0.0))
+    run.record({"step": 3})
+  assert [
+    json.loads(line)["step"] for line in metrics.read_text().splitlines()
+  ] == [1, 2, 3]
+
+
+@pytest.mark.parametrize(
+  "text",
+  ['{"step": 1}\n{"step": 2\n{"step": 3}\n', '{"step": 1}\n{"step": 2\n'],
+  ids=["inside", "last_line_with_newline"],
+)
+def test_damage_elsewhere_in_the_records_is_still_an_error(tmp_path, text):
+  folder = tmp_path / "run"
+  folder.mkdir()
+  (folder / "metrics.jsonl").write_text(text)
+  with pytest.raises(
+    ValueError, match=r"line 2, is not JSON.*Delete that line"
+  ):
+    _run(tmp_path, resume=True)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+  """A 2 MiB tmpfs at ``tmp_path``/disk (the test is skipped where not allowed)."""
+  disk = tmp_path / "disk"
+  with damage_lib.small_filesystem(disk, "2m"):
+    yield disk
+
+
+def test_a_full_disk_stops_the_save_and_keeps_the_earlier_checkpoints(
+  small_disk, capfd
+):
+  checkpoints = small_disk / "run" / training_run.CHECKPOINT_DIR
+  with _run(small_disk) as run:
+    run.restore(_tree_state(0.0))
+    run.record({"step": 1})
+    run.save(1, _tree_state(1.0), {"step": 1})
+    filler = damage_lib.fill(small_disk)
+    with pytest.raises(training_run.WriteError) as raised:
+      run.save(2, _tree_state(2.0), {"step": 2})
+    assert str(raised.value) == (
+      f"Could not save the checkpoint at step 2 in {checkpoints}: No space "
+      "left on device. The earlier checkpoints are intact: free some space, "
+      "then run the same command with --resume to continue from the last one."
+    )
+    assert raised.value.errno == errno.ENOSPC
+  assert capfd.readouterr().err == ""
+  with pytest.raises(training_run.WriteError, match=r"config\.json: No space"):
+    _run(small_disk, resume=True)
+  filler.unlink()
+  with _run(small_disk, resume=True) as run:
+    restored, progress = run.restore(_tree_state(0.0))
+    assert [record["step"] for record in run.records] == [1]
+    run.save(2, _tree_state(2.0), {"step": 2})
+  _assert_trees_equal(restored, _tree_state(1.0))
+  assert progress["step"] == 1
+  assert sorted(p.name for p in checkpoints.iterdir()) == ["1", "2"]
+
+
+def test_a_folder_that_cannot_be_written_stops_the_run_likewise(tmp_path):
+  checkpoints = _saved_run(tmp_path, steps=(1,))
+  metrics = tmp_path / "run" / "metrics.jsonl"
+  with _run(tmp_path, resume=True) as run:
+    run.restore(_tree_state(0.0))
+    with damage_lib.read_only(tmp_path / "run"):
+      with pytest.raises(
+        training_run.WriteError,
+        match=f"step 2 in {re.escape(str(checkpoints))}: Read-only file "
+        "system.*make the folder writable",
+      ):
+        run.save(2, _tree_state(2.0), {"step": 2})
+      with pytest.raises(
+        training_run.WriteError,
+        match=f"^Could not write {re.escape(str(metrics))}: Read-only",
+      ):
+        run.record({"step": 2})
+  with _run(tmp_path, resume=True) as run:
+    restored, _ = run.restore(_tree_state(0.0))
+  _assert_trees_equal(restored, _tree_state(1.0))
