@@ -40,6 +40,7 @@ import jax
 import orbax.checkpoint as ocp
 
 from benchmarks.reproduce import records as records_lib
+from examples.common import training_run
 
 CHECKPOINT_DIR = "checkpoints"
 DAMAGED_DIR = "checkpoints-damaged"
@@ -91,7 +92,7 @@ class GroupCheckpoints:
   def __init__(self, out_dir: pathlib.Path, stage: str, arm: str):
     out_dir = pathlib.Path(out_dir).absolute()
     self.folder = stage_dir(out_dir, stage) / arm
-    self._damaged_dir = out_dir / DAMAGED_DIR / stage
+    self._damaged_dir = out_dir / DAMAGED_DIR / stage / arm
     self._manager = ocp.CheckpointManager(
       self.folder,
       options=ocp.CheckpointManagerOptions(
@@ -127,8 +128,9 @@ class GroupCheckpoints:
     """Restores ``group`` from its newest complete checkpoint.
 
     A checkpoint that fails to restore (cut short, metadata missing) is
-    moved aside into ``checkpoints-damaged/<stage>/`` and the one before it
-    is tried.
+    moved aside into ``checkpoints-damaged/<stage>/<arm>/`` and the one
+    before it is tried (see
+    :func:`examples.common.training_run.restore_newest_intact`).
 
     Args:
       group: A freshly built group, whose states give the restored arrays
@@ -141,39 +143,29 @@ class GroupCheckpoints:
     abstract = jax.tree.map(
       ocp.utils.to_shape_dtype_struct, group.batched.states
     )
-    for step in sorted(self._manager.all_steps(), reverse=True):
-      try:
-        restored = self._manager.restore(
-          step,
-          args=ocp.args.Composite(
-            **{
-              _STATE_ITEM: ocp.args.StandardRestore(abstract),
-              _PROGRESS_ITEM: ocp.args.JsonRestore(),
-            }
-          ),
-        )
-      # Orbax, tensorstore and asyncio each raise their own kinds for a
-      # checkpoint that is cut short or lacks its metadata.
-      except Exception as error:
-        self._move_aside(step, error)
-        continue
-      progress = dict(restored[_PROGRESS_ITEM])
-      group.batched.states = list(restored[_STATE_ITEM])
-      group.load_host_state(progress)
-      return progress
-    return None
 
-  def _move_aside(self, step: int, error: Exception) -> None:
-    damaged = self._damaged_dir / f"{self.folder.name}-{step}"
-    damaged.parent.mkdir(parents=True, exist_ok=True)
-    shutil.rmtree(damaged, ignore_errors=True)
-    os.replace(self.folder / str(step), damaged)
-    self._manager.reload()
-    print(
-      f"checkpoint {self.folder / str(step)} did not restore "
-      f"({type(error).__name__}); moved it to {damaged}",
-      flush=True,
+    def restore_step(step: int) -> Any:
+      return self._manager.restore(
+        step,
+        args=ocp.args.Composite(
+          **{
+            _STATE_ITEM: ocp.args.StandardRestore(abstract),
+            _PROGRESS_ITEM: ocp.args.JsonRestore(),
+          }
+        ),
+      )
+
+    outcome = training_run.restore_newest_intact(
+      self._manager, restore_step, self._damaged_dir
     )
+    if outcome.damaged:
+      print(outcome.describe(), flush=True)
+    if outcome.restored is None:
+      return None
+    progress = dict(outcome.restored[_PROGRESS_ITEM])
+    group.batched.states = list(outcome.restored[_STATE_ITEM])
+    group.load_host_state(progress)
+    return progress
 
   def close(self) -> None:
     """Releases the checkpoint manager."""
