@@ -12,6 +12,9 @@ The controller (:mod:`benchmarks.throughput.cli`) sets the process's
 allocator and XLA settings through its environment: ``EXADAM_CPU_SETUP=0``
 turns :mod:`examples.common.cpu_setup` off, ``EXADAM_CPU_SETUP_PARTS`` picks
 ``malloc`` and/or ``xla``, and ``LD_PRELOAD`` a preloaded allocator.
+
+JAX's persistent compilation cache is off, whatever the environment says:
+the first step's time is the compilation's, as a first run sees it.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import resource
 import sys
 import time
 
-from examples.common import cpu_setup
+from examples.common import compile_cache, cpu_setup
 
 PARTS_ENV_VAR = "EXADAM_CPU_SETUP_PARTS"
 
@@ -109,6 +112,8 @@ def _torch_step(model: str, preset: str):
 def main(argv: list[str]) -> None:
   framework, model, preset, steps = argv
   applied = _configure(framework)
+  if framework == "jax":
+    compile_cache.enable(compile_cache.OFF)
   build = _jax_step if framework == "jax" else _torch_step
   run, per_step = build(model, preset)
   start = time.perf_counter()

@@ -18,7 +18,8 @@ wrong into one line on standard error:
   ``--resume`` continues from the last checkpoint; exit status 1.
 
 Before training it applies the CPU settings of :mod:`examples.common.cpu_setup`
-and turns on JAX's persistent compilation cache.
+and turns on JAX's persistent compilation cache
+(:mod:`examples.common.compile_cache`, ``--compilation-cache``).
 """
 
 from __future__ import annotations
@@ -37,7 +38,12 @@ import typing
 from collections.abc import Callable, Mapping, Sequence
 from typing import Annotated, Any, Literal
 
-from examples.common import cpu_setup, distributed, download, training_run
+from examples.common import (
+  compile_cache,
+  cpu_setup,
+  distributed,
+  training_run,
+)
 
 DEBUG_ENV_VAR = "EXADAM_DEBUG"
 RUN_ERRORS = (ValueError, OSError, FloatingPointError, RuntimeError)
@@ -104,6 +110,11 @@ HELP_GROUPS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
       "process_id",
       "heartbeat_timeout",
     ),
+  ),
+  (
+    "compilation",
+    "Where compiled programs are kept for the next run.",
+    ("compilation_cache",),
   ),
   ("console", "What the run prints.", ("progress", "debug")),
 )
@@ -427,22 +438,6 @@ def _attributes_section(docstring: str) -> dict[str, str]:
   return docs
 
 
-def _enable_compilation_cache() -> None:
-  """Turns on JAX's persistent compilation cache (unless configured already).
-
-  Compiling a training step takes seconds to tens of seconds on the CPU; with
-  the cache a second run of the same model and settings loads the compiled
-  program from disk. The folder is ``$JAX_COMPILATION_CACHE_DIR`` if set, else
-  ``jax/`` in the data cache folder.
-  """
-  import jax
-
-  folder = os.environ.get("JAX_COMPILATION_CACHE_DIR")
-  jax.config.update(
-    "jax_compilation_cache_dir", folder or str(download.cache_dir() / "jax")
-  )
-
-
 def main(
   train: Callable[[Any], Any],
   presets: Mapping[str, Any],
@@ -477,7 +472,7 @@ def main(
     print(f"error: {error}", file=sys.stderr)
     return 2
   cpu_setup.configure()
-  _enable_compilation_cache()
+  compile_cache.enable(config.compilation_cache)
   try:
     if config.distributed:
       distributed.initialize(config)

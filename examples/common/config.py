@@ -116,6 +116,9 @@ class RunConfig:
   heartbeat_timeout: int = 100
   """With --distributed: seconds after which a process that stopped answering
   counts as lost; the others then stop."""
+  compilation_cache: str | None = None
+  """Folder of JAX's persistent compilation cache, or ``off`` (default:
+  ``$JAX_COMPILATION_CACHE_DIR``, else ``jax/`` in the cache folder)."""
   progress: bool = True
   """Draw a progress bar."""
   debug: bool = False
@@ -135,6 +138,7 @@ class RunConfig:
       "num_processes",
       "process_id",
       "heartbeat_timeout",
+      "compilation_cache",
       "progress",
       "debug",
     }

@@ -121,6 +121,7 @@ def test_help_lists_the_essentials_first_then_the_groups(monkeypatch, capsys):
     "data options",
     "checkpoint options",
     "multi-device options",
+    "compilation options",
     "console options",
   ]
   essentials = "\n".join(
