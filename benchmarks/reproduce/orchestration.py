@@ -46,11 +46,11 @@ from benchmarks.reproduce.presets import (
   COMPARE_ARMS,
   FOCUS_ARM,
   PRESETS,
-  REFERENCE_OPTIMIZER,
   SWEEP_ARMS,
   Arm,
   Preset,
   extend_grid,
+  reference_arm,
 )
 from benchmarks.reproduce.runs import RunSpec
 from benchmarks.step_cost.report import environment
@@ -151,7 +151,8 @@ def probe_seeds(
   Returns:
     ``(seeds, timing)``; ``timing`` holds the measured seconds.
   """
-  arm = next((a for a in arms if a.optimizer == REFERENCE_OPTIMIZER), arms[0])
+  reference = reference_arm([a.label for a in arms])
+  arm = next((a for a in arms if a.label == reference), arms[0])
   start = time.monotonic()
   group = context.make_group(
     [RunSpec(arm, protocol_rate(arm, context.protocol.lr), first_seed)]

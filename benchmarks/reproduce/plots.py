@@ -92,9 +92,11 @@ def _panel(
   paper_column: int = 0,
 ) -> None:
   x_max = 0.0
+  drawn = []
   for arm in arms:
     curves = records_lib.seed_curves(records, arm, metric, x_key)
     x_max = max(x_max, float(curves.x[-1]))
+    drawn.append(curves)
     draw_mean_band(
       axes,
       curves,
@@ -115,6 +117,44 @@ def _panel(
   axes.set_title(title)
   axes.set_xlabel("epoch" if x_key == "epoch" else "iteration")
   axes.grid(alpha=0.3)
+  limits = _focus_limits(drawn, scale, higher_is_better=metric.endswith("acc"))
+  if limits is not None:
+    axes.set_ylim(*limits)
+
+
+FOCUS_FROM = 0.1
+"""Curve panels set their y-range from this fraction of the run on."""
+
+
+def _focus_limits(
+  drawn: Sequence[records_lib.SeedCurves],
+  scale: float,
+  *,
+  higher_is_better: bool,
+) -> tuple[float, float] | None:
+  """A y-range that shows where the curves differ, not just the first drop.
+
+  The far end of the range (the top for a loss, the bottom for an accuracy)
+  is the worst mean ± sd from :data:`FOCUS_FROM` of the run on; the near end
+  is the best of the whole run. Early values past the far end leave the
+  panel.
+  """
+  x_max = max((float(c.x[-1]) for c in drawn if len(c.x)), default=0.0)
+  late, whole = [], []
+  for curves in drawn:
+    mean, std = curves.mean * scale, curves.std * scale
+    for bound in (mean - std, mean + std):
+      finite = np.isfinite(bound)
+      whole.extend(bound[finite])
+      late.extend(bound[finite & (curves.x >= FOCUS_FROM * x_max)])
+  if not late:
+    return None
+  if higher_is_better:
+    low, high = min(late), max(whole)
+  else:
+    low, high = min(whole), max(late)
+  pad = 0.05 * (high - low) or 0.05 * abs(high) or 1.0
+  return low - pad, high + pad
 
 
 def figure_cnn(

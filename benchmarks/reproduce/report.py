@@ -20,8 +20,8 @@ from benchmarks.reproduce.presets import (
   CNN,
   CONSTANT_STEP,
   FOCUS_ARM,
-  REFERENCE_OPTIMIZER,
   display_name,
+  reference_arm,
 )
 
 RUN_INFO_FILE = "run_info.json"
@@ -240,7 +240,7 @@ def _experiment_section(
         tables.table3(records, arms),
         "",
       ]
-  reference = ABLATION_REFERENCE if mode == "ablation" else REFERENCE_OPTIMIZER
+  reference = ABLATION_REFERENCE if mode == "ablation" else reference_arm(arms)
   lines += _convergence_lines(records, arms, experiment, reference)
   paper_points = info["preset"] == "paper" and mode == "compare"
   lines += _curves_figures(
@@ -261,11 +261,13 @@ def _sweep_lines(
     choices, f"{_TITLES[experiment]}: learning-rate sensitivity", figures / name
   )
   advice = []
+  reference = reference_arm([choice.arm for choice in choices])
   for arm in (FOCUS_ARM, CONSTANT_STEP.label):
-    grid, refined = sweep.transfer_ratio(choices, arm, REFERENCE_OPTIMIZER)
+    grid, refined = sweep.transfer_ratio(choices, arm, reference)
     if grid is not None:
       advice.append(
-        f"- {display_name(arm)}'s best rate / Adam's: {grid:.3g} on the grid"
+        f"- {display_name(arm)}'s best rate / {display_name(reference)}'s: "
+        f"{grid:.3g} on the grid"
         + ("" if refined is None else f", {refined:.3g} from parabolas fitted")
         + " through each optimum and its neighbours."
       )
@@ -282,7 +284,7 @@ def _sweep_lines(
     "",
     "### Learning-rate transfer",
     "",
-    *(advice or ["- Needs EXAdam and Adam in the sweep."]),
+    *(advice or ["- Needs EXAdam and Adam (or AdamW) in the sweep."]),
     "",
   ]
 

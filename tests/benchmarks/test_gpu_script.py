@@ -7,6 +7,7 @@ import os
 import pathlib
 import shutil
 import subprocess
+import sys
 import tarfile
 
 import pytest
@@ -22,7 +23,12 @@ def test_smoke_dry_run_writes_every_result(tmp_path, cifar_dir):
     "EXADAM_GPU_SMOKE": "1",
     "EXADAM_GPU_DATA": str(cifar_dir),
     "EXADAM_GPU_WORK": str(tmp_path / "work"),
-    "EXADAM_GPU_BUDGET": "300",
+    # A budget that only caps: the smoke stages end long before it, also on
+    # a slow or busy machine.
+    "EXADAM_GPU_BUDGET": "900",
+    # The interpreter running the tests, whether or not its environment is
+    # activated (a bare ``python`` on PATH may be another one).
+    "PYTHON": sys.executable,
   }
   done = subprocess.run(
     ["bash", "benchmarks/gpu/run.sh", str(out)],
@@ -30,7 +36,7 @@ def test_smoke_dry_run_writes_every_result(tmp_path, cifar_dir):
     env=env,
     capture_output=True,
     text=True,
-    timeout=600,
+    timeout=1200,
   )
   assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
   assert sorted(p.name for p in out.iterdir()) == [
@@ -38,15 +44,26 @@ def test_smoke_dry_run_writes_every_result(tmp_path, cifar_dir):
     "run.log",
     "step_cost.md",
     "tables.md",
+    "tuned.md",
   ]
   log = (out / "run.log").read_text()
   assert "environment check passed" in log
   with tarfile.open(out / "results.tar.gz") as tar:
     names = tar.getnames()
   assert "results/reproduce/run_info.json" in names
+  assert "results/tuned/run_info.json" in names
   assert any(name.startswith("results/step_cost/step_cost_") for name in names)
   info = json.loads(
     (tmp_path / "work/results/reproduce/run_info.json").read_text()
   )
   assert (info["preset"], info["mode"]) == ("smoke", "compare")
   assert set(info["experiments"]) == {"cnn", "gpt"}
+  tuned = json.loads(
+    (tmp_path / "work/results/tuned/run_info.json").read_text()
+  )
+  assert (tuned["preset"], tuned["mode"]) == ("smoke", "sweep")
+  assert set(tuned["experiments"]) == {"gpt"}
+  assert set(tuned["experiments"]["gpt"]["sweep"]["selected"]) == {
+    "exadam",
+    "adam",
+  }
