@@ -70,16 +70,29 @@ def scale_by_exadam(
   drops :math:`\tilde{g}` and ``dynamic_step_size=False`` drops the
   logarithmic factor. With all three off this is :func:`optax.scale_by_adam`.
 
-  The code evaluates these equations in a rearranged but equal form, so that
-  no intermediate overflows where the result fits (written literally,
+  The code evaluates these equations in a rearranged but equal form, with
+  one division and one square root per element, in which no intermediate
+  overflows or underflows where the result fits (written literally,
   :math:`g_t^2` alone overflows float32 for gradients above about 1.8e19).
   With :math:`x = v_t/\varepsilon` and :math:`y = m_t^2/\varepsilon`, the
-  two ratios :math:`x/(1+x)` and :math:`y/(1+y)` share the division by
-  :math:`(1+x)(1+y)`;
-  :math:`(1-\beta_2)g_t^2` is formed as :math:`(\sqrt{1-\beta_2}\,g_t)^2`,
-  :math:`\sqrt{\tilde{v}_t}` as
-  :math:`\sqrt{v_t(\ldots)}/\sqrt{1-\beta_2^t}`, and the final quotient is
-  scaled before or after the division depending on its size.
+  numerator and denominator of :math:`u_t` are multiplied by
+  :math:`(1+x)(1+y)`:
+
+  .. math::
+
+    u_t = \frac{\ln\left(\sqrt{2}\sqrt{t+1}\right)}{1-\beta_1^t}
+      \frac{(m_t + g_t)\left(1 + (1+\beta_2^t)x\right)(1+y)}
+      {(1+x)\left(\sqrt{v_t\left(1 + (1+\beta_1^t)y\right)(1+y)
+      /(1-\beta_2^t)} + \varepsilon(1+y)\right)},
+
+  where :math:`x` and :math:`y` are clipped at :math:`2^{p+2}` (:math:`p`
+  the mantissa bits), beyond which :math:`x/(1+x)` and :math:`y/(1+y)` round
+  to 1. :math:`(1-\beta_2)g_t^2` is formed as
+  :math:`(\sqrt{1-\beta_2}\,g_t)^2`; where :math:`v_t` is large,
+  :math:`v_t` and :math:`1+y` are scaled down together so that the product
+  under the root does not overflow; and the quotient of the factors is
+  multiplied by the momentum and the step-size factor in an order that
+  depends on its size.
   ``python -m benchmarks.step_cost --optimizers adam exadam exadam-literal``
   times the literal equations against this form.
 
@@ -159,39 +172,32 @@ def scale_by_exadam(
     b1_t, one_minus_b1_t = _power_and_complement(log_b1, t)
     b2_t, one_minus_b2_t = _power_and_complement(log_b2, t)
     step_size = 0.5 * jnp.log(2.0 * (t + 1.0)) if dynamic_step_size else 1.0
-    # Per-step scalars, computed once rather than once per element.
+    # Per-step scalars, computed once per dtype rather than once per element.
     eps_t = jnp.asarray(eps, t.dtype)
-    scalars = _StepScalars(
-      b1_t=b1_t,
-      b2_t=b2_t,
-      momentum_scale=step_size / one_minus_b1_t,
-      inv_sqrt_one_minus_b2_t=jax.lax.rsqrt(one_minus_b2_t),
-      inv_eps=1.0 / eps_t,
-      inv_sqrt_eps=jax.lax.rsqrt(eps_t),
-    )
+    momentum_scale = step_size / one_minus_b1_t
+    leaf_scalars = {}
+
+    def scalars_for(dtype):
+      if dtype not in leaf_scalars:
+        leaf_scalars[dtype] = _leaf_scalars(
+          dtype, b1_t, b2_t, one_minus_b2_t, momentum_scale, eps_t
+        )
+      return leaf_scalars[dtype]
 
     def exadam_leaf(g, mu, nu):
       dtype = _compute_dtype(jnp.result_type(g))
-      s = _StepScalars(*(jnp.asarray(x, dtype) for x in scalars))
+      s = scalars_for(dtype)
       g_c = jnp.asarray(g, dtype)
       m = b1 * mu.astype(dtype) + (1.0 - b1) * g_c
       v = b2 * nu.astype(dtype) + jnp.square(sqrt_one_minus_b2 * g_c)
       momentum = m + g_c if gradient_acceleration else m
       if cross_moment_debiasing:
-        # The two ratios v/(v+eps) = x/(1+x) and m^2/(m^2+eps) = y/(1+y)
-        # share one division; x and y are clipped where the ratio rounds to 1.
-        saturation = 2.0 ** (jnp.finfo(dtype).nmant + 2)
-        x = jnp.minimum(v * s.inv_eps, saturation)
-        y = jnp.minimum(jnp.square(m * s.inv_sqrt_eps), saturation)
-        reciprocal = 1.0 / ((1.0 + x) * (1.0 + y))
-        momentum_factor = 1.0 + s.b2_t * (x * (1.0 + y) * reciprocal)
-        v_factor = 1.0 + s.b1_t * (y * (1.0 + x) * reciprocal)
+        direction = _exadam_direction(momentum, m, v, s)
       else:
-        momentum_factor = v_factor = 1.0
-      sqrt_v_tilde = _sqrt_of_product(v, v_factor) * s.inv_sqrt_one_minus_b2_t
-      direction = _scaled_quotient(
-        momentum, momentum_factor, s.momentum_scale, sqrt_v_tilde + eps
-      )
+        sqrt_v_hat = jnp.sqrt(v) * s.inv_sqrt_one_minus_b2_t
+        direction = _scaled_quotient(
+          momentum, 1.0, s.momentum_scale, sqrt_v_hat + eps
+        )
       return (
         direction.astype(jnp.result_type(g)),
         m.astype(mu.dtype),
@@ -323,15 +329,91 @@ def exadam(
 # Arithmetic helpers.
 
 
-class _StepScalars(NamedTuple):
-  """The scalars one update shares across all elements."""
+class _LeafScalars(NamedTuple):
+  """The scalars one update shares across the elements of a dtype."""
 
-  b1_t: jax.Array
-  b2_t: jax.Array
-  momentum_scale: jax.Array  # step_size / (1 - b1^t)
+  momentum_scale: jax.Array  # ln(sqrt(2) sqrt(t + 1)) / (1 - b1^t)
+  twice_momentum_scale: jax.Array
   inv_sqrt_one_minus_b2_t: jax.Array
+  eps: jax.Array
   inv_eps: jax.Array
   inv_sqrt_eps: jax.Array
+  b2_t: jax.Array
+  q_scale: jax.Array  # 1 + b2^t
+  p_scale: jax.Array  # (1 + b1^t) / (1 - b2^t)
+  p_shift: jax.Array  # b1^t / (1 - b2^t)
+  large_v: jax.Array  # v above it is scaled by v_scale under the root
+  v_scale: jax.Array  # root_scale^2
+  root_scale: jax.Array  # 2^-k sqrt(1 - b2^t)
+  small_v: jax.Array  # v below it gives a quotient above 2
+
+
+def _leaf_scalars(
+  dtype, b1_t, b2_t, one_minus_b2_t, momentum_scale, eps
+) -> _LeafScalars:
+  """The per-step scalars of :func:`_exadam_direction` for leaves of ``dtype``.
+
+  Computed in the dtype of the step count (float64 if any leaf is) and cast
+  to ``dtype``. ``k`` is such that ``(1 + (1 + b1^t) y)(1 + y) < 4^k`` for
+  the clipped ``y``: the product under the root then stays below the largest
+  number for ``v`` up to ``large_v``, and for any finite ``v`` once scaled by
+  ``v_scale``.
+  """
+  finfo = jnp.finfo(dtype)
+  k = finfo.nmant + 3
+  inv_one_minus_b2_t = 1.0 / one_minus_b2_t
+  v_scale = one_minus_b2_t * 2.0 ** (-2 * k)
+  values = _LeafScalars(
+    momentum_scale=momentum_scale,
+    twice_momentum_scale=2.0 * momentum_scale,
+    inv_sqrt_one_minus_b2_t=jax.lax.rsqrt(one_minus_b2_t),
+    eps=eps,
+    inv_eps=1.0 / eps,
+    inv_sqrt_eps=jax.lax.rsqrt(eps),
+    b2_t=b2_t,
+    q_scale=1.0 + b2_t,
+    p_scale=(1.0 + b1_t) * inv_one_minus_b2_t,
+    p_shift=b1_t * inv_one_minus_b2_t,
+    large_v=float(finfo.max) * v_scale,
+    v_scale=v_scale,
+    root_scale=jnp.sqrt(one_minus_b2_t) * 2.0**-k,
+    small_v=jnp.where(eps <= 0.25, one_minus_b2_t / 32.0, 0.0),
+  )
+  return _LeafScalars(*(jnp.asarray(x, dtype) for x in values))
+
+
+def _exadam_direction(momentum, m, v, s: _LeafScalars):
+  r"""The direction of :func:`scale_by_exadam` with cross-moment debiasing.
+
+  Evaluates the rearranged form given in :func:`scale_by_exadam`'s
+  docstring. Where :math:`v` exceeds ``large_v``, :math:`v` is multiplied by
+  ``v_scale`` and :math:`1+y` by its square root ``root_scale``, which
+  leaves the quotient of the factors unchanged and keeps the product under
+  the root below the largest number. That quotient,
+  :math:`A / (\sqrt{\tilde{v}} + \varepsilon)` with :math:`A` the
+  momentum's debiasing factor, lies between about :math:`1/\sqrt{2 v}` and
+  :math:`2/\varepsilon`. It is multiplied by the step-size factor first and
+  by the momentum after, except where :math:`v` is below ``small_v`` and the
+  quotient above 2: there half the quotient takes the momentum first and
+  twice the step-size factor comes last. Neither order takes an
+  intermediate out of range where the result is in it.
+  """
+  saturation = 1.0 + 2.0 ** (jnp.finfo(v.dtype).nmant + 2)
+  one_plus_x = jnp.minimum(v * s.inv_eps + 1.0, saturation)
+  r = m * s.inv_sqrt_eps
+  one_plus_y = jnp.minimum(r * r + 1.0, saturation)
+  q = s.q_scale * one_plus_x - s.b2_t  # 1 + (1 + b2^t) x
+  p = s.p_scale * one_plus_y - s.p_shift  # (1 + (1 + b1^t) y) / (1 - b2^t)
+  large = v > s.large_v
+  v_root = jnp.where(large, v * s.v_scale, v)
+  one_plus_y_scaled = jnp.where(large, one_plus_y * s.root_scale, one_plus_y)
+  root = jnp.sqrt(v_root * (p * one_plus_y))
+  quotient = (q * one_plus_y_scaled) / (
+    one_plus_x * (root + s.eps * one_plus_y_scaled)
+  )
+  small = v < s.small_v
+  direction = quotient * jnp.where(small, 0.5, s.momentum_scale) * momentum
+  return jnp.where(small, direction * s.twice_momentum_scale, direction)
 
 
 def _compute_dtype(dtype) -> jnp.dtype:
@@ -362,19 +444,6 @@ def _power_and_complement(log_decay, t):
   """Returns ``decay**t`` and ``1 - decay**t`` without cancellation."""
   exponent = t * jnp.asarray(log_decay, t.dtype)
   return jnp.exp(exponent), -jnp.expm1(exponent)
-
-
-def _sqrt_of_product(v, factor):
-  """``sqrt(v * factor)`` for ``v >= 0`` and ``1 <= factor <= 2``.
-
-  Where ``v`` exceeds half the largest number of its dtype, both are halved
-  first, so that the product never overflows.
-  """
-  if isinstance(factor, float):
-    return jnp.sqrt(v)
-  large = v > jnp.finfo(v.dtype).max / 2
-  root = jnp.sqrt(jnp.where(large, v / 2, v) * factor)
-  return jnp.where(large, math.sqrt(2.0) * root, root)
 
 
 def _scaled_quotient(numerator, factor, scale, denominator):
