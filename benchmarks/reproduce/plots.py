@@ -36,7 +36,7 @@ _COLORS = {
   "signum": "#bcbd22",
   "exadam-no-cross-moment-debiasing": "#17becf",
   "exadam-no-gradient-acceleration": "#d62728",
-  "exadam-no-dynamic-step-size": "#9467bd",
+  "exadam-no-dynamic-step-size": "#393b79",
   "exadam-all-off": "#ff7f0e",  # Adam's color: with all three off it is Adam.
 }
 _OTHER_COLOR = "#000000"
@@ -252,8 +252,8 @@ def figure_sensitivity(
 
   Each point is the mean over the sweep seeds, the band one standard
   deviation either side; diverged runs are left out and the selected rate
-  is circled. A loss axis stops at twice the best loss, so that a few
-  exploding runs do not flatten every other curve.
+  is circled. A loss axis spans the bands, but stops at twice the best
+  loss, so that a few exploding runs do not flatten every other curve.
 
   Returns:
     ``path``.
@@ -290,10 +290,18 @@ def figure_sensitivity(
         facecolors="none",
         edgecolors=color,
       )
-  finite_means = [m * scale for c in choices for m in c.means if np.isfinite(m)]
-  if finite_means and not is_accuracy:
-    best = min(finite_means)
-    axes.set_ylim(0.95 * best, 2.0 * best)
+  finite = [
+    (m * scale, sd * scale)
+    for c in choices
+    for m, sd in zip(c.means, c.stds, strict=True)
+    if np.isfinite(m)
+  ]
+  if finite and not is_accuracy:
+    best = min(m for m, _ in finite)
+    low = min(m - sd for m, sd in finite)
+    high = min(max(m + sd for m, sd in finite), 2.0 * best)
+    pad = 0.05 * (high - low) or 0.05 * best
+    axes.set_ylim(low - pad, high + pad)
   axes.set_xscale("log")
   axes.set_xlabel("learning rate (Adafactor: multiplier of its relative step)")
   axes.set_ylabel(
