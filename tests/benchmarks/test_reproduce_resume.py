@@ -69,15 +69,70 @@ def _kill_at_save(monkeypatch, number: int, *, before: bool):
   monkeypatch.setattr(resume.GroupCheckpoints, "save", save)
 
 
+class _Uninterrupted:
+  """Each reproduction's uninterrupted folder, run when a test first asks.
+
+  With ``-n``, every worker that takes a test of this module runs the
+  module's fixtures again: one that only takes CNN tests then pays for the
+  CNN reproduction alone.
+  """
+
+  def __init__(self, tmp_path_factory, data_dir):
+    self._tmp_path_factory = tmp_path_factory
+    self._data_dir = data_dir
+    self._folders: dict[str, pathlib.Path] = {}
+
+  def __getitem__(self, name: str) -> pathlib.Path:
+    if name not in self._folders:
+      out = self._tmp_path_factory.mktemp(f"uninterrupted_{name}")
+      options = {"gpt": GPT_SWEEP, "cnn": CNN_COMPARE}[name]
+      assert cli.main(_argv(out, self._data_dir, options)) == 0
+      self._folders[name] = out
+    return self._folders[name]
+
+
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory, smoke_cifar_dir, module_data_env):
   """Both reproductions run from start to end, by their options."""
-  folders = {}
-  for name, options in (("gpt", GPT_SWEEP), ("cnn", CNN_COMPARE)):
-    out = tmp_path_factory.mktemp(f"uninterrupted_{name}")
-    assert cli.main(_argv(out, smoke_cifar_dir, options)) == 0
-    folders[name] = out
-  return folders
+  return _Uninterrupted(tmp_path_factory, smoke_cifar_dir)
+
+
+def _continued(out, data_dir, options, number, before) -> dict:
+  """Stops a reproduction at the ``number``-th checkpoint save, then runs
+  the same command again, noting the stages that continuation trained."""
+  argv = _argv(out, data_dir, options)
+  with pytest.MonkeyPatch.context() as patch:
+    _kill_at_save(patch, number, before=before)
+    with pytest.raises(Killed):
+      cli.main(argv)
+  stopped = {
+    "checkpoints_kept": (out / resume.CHECKPOINT_DIR).is_dir(),
+    "stages_done": set(report.read_run_info(out)["stages"]),
+  }
+  trained = []
+  real_run_stage = orchestration.Reproduction.run_stage
+
+  def run_stage(self, context, stage, *rest, **options):
+    if stage not in self.info["stages"]:
+      trained.append(stage)
+    return real_run_stage(self, context, stage, *rest, **options)
+
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setattr(orchestration.Reproduction, "run_stage", run_stage)
+    code = cli.main(argv)
+  return {**stopped, "code": code, "trained": trained}
+
+
+@pytest.fixture(scope="module")
+def gpt_stopped_in_a_later_stage(
+  tmp_path_factory, smoke_cifar_dir, module_data_env
+):
+  """The GPT sweep stopped after the 7th save (in sweep stage 1) and
+  continued: a case of the parametrized test below, whose continuation
+  :func:`test_finished_stages_are_not_run_again` also checks, so that the
+  reproduction runs once for both."""
+  out = tmp_path_factory.mktemp("gpt_stopped_in_a_later_stage") / "out"
+  return out, _continued(out, smoke_cifar_dir, GPT_SWEEP, 7, False)
 
 
 @pytest.mark.parametrize(
@@ -98,16 +153,15 @@ def test_a_killed_reproduction_continues_to_the_same_records(
   tmp_path,
   smoke_cifar_dir,
   module_data_env,
-  monkeypatch,
+  request,
 ):
-  out = tmp_path / "out"
-  argv = _argv(out, smoke_cifar_dir, options)
-  with monkeypatch.context() as patch:
-    _kill_at_save(patch, number, before=before)
-    with pytest.raises(Killed):
-      cli.main(argv)
-  assert (out / resume.CHECKPOINT_DIR).is_dir()
-  assert cli.main(argv) == 0
+  if (name, number, before) == ("gpt", 7, False):
+    out, continued = request.getfixturevalue("gpt_stopped_in_a_later_stage")
+  else:
+    out = tmp_path / "out"
+    continued = _continued(out, smoke_cifar_dir, options, number, before)
+  assert continued["checkpoints_kept"]
+  assert continued["code"] == 0
   assert _records(out) == _records(uninterrupted[name])
   info = report.read_run_info(out)
   assert set(info["stages"]) == set(
@@ -118,29 +172,12 @@ def test_a_killed_reproduction_continues_to_the_same_records(
   assert not list((out / resume.CHECKPOINT_DIR).iterdir())
 
 
-def test_finished_stages_are_not_run_again(
-  uninterrupted, tmp_path, smoke_cifar_dir, module_data_env, monkeypatch
-):
-  out = tmp_path / "out"
-  argv = _argv(out, smoke_cifar_dir, GPT_SWEEP)
-  with monkeypatch.context() as patch:
-    _kill_at_save(patch, 7, before=False)
-    with pytest.raises(Killed):
-      cli.main(argv)
-  done = set(report.read_run_info(out)["stages"])
-  assert "gpt-sweep-0" in done
-  trained = []
-  real_run_stage = orchestration.Reproduction.run_stage
-
-  def run_stage(self, context, stage, *rest, **options):
-    if stage not in self.info["stages"]:
-      trained.append(stage)
-    return real_run_stage(self, context, stage, *rest, **options)
-
-  monkeypatch.setattr(orchestration.Reproduction, "run_stage", run_stage)
-  assert cli.main(argv) == 0
-  assert not done & set(trained)
-  assert "gpt-final" in trained
+def test_finished_stages_are_not_run_again(gpt_stopped_in_a_later_stage):
+  _, continued = gpt_stopped_in_a_later_stage
+  assert "gpt-sweep-0" in continued["stages_done"]
+  assert continued["code"] == 0
+  assert not continued["stages_done"] & set(continued["trained"])
+  assert "gpt-final" in continued["trained"]
 
 
 def test_a_torn_last_record_and_a_damaged_checkpoint_are_recovered(
@@ -187,14 +224,11 @@ def test_another_command_does_not_continue_a_folder(
 
 
 def test_sigterm_stops_in_one_line_and_the_same_command_continues(
-  uninterrupted, tmp_path, smoke_cifar_dir, module_data_env
+  uninterrupted, tmp_path, smoke_cifar_dir, module_data_env, capsys
 ):
   out = tmp_path / "out"
-  command = [
-    sys.executable,
-    *("-m", "benchmarks.reproduce"),
-    *_argv(out, smoke_cifar_dir, GPT_SWEEP),
-  ]
+  argv = _argv(out, smoke_cifar_dir, GPT_SWEEP)
+  command = [sys.executable, *("-m", "benchmarks.reproduce"), *argv]
   environment = {**os.environ, "PYTHONPATH": str(REPOSITORY)}
   process = subprocess.Popen(
     command,
@@ -217,9 +251,11 @@ def test_sigterm_stops_in_one_line_and_the_same_command_continues(
     f"SIGTERM: stopped; every finished chunk is saved in {out}; run the same "
     "command again to continue."
   ]
-  finished = subprocess.run(
-    command, cwd=REPOSITORY, env=environment, capture_output=True, text=True
-  )
-  assert finished.returncode == 0, finished.stderr
-  assert "continuing the reproduction" in finished.stdout
+  # The stop needs a process of its own to receive the signal; the
+  # continuation only reads the folder, so the same command line runs in this
+  # process, on the programs the uninterrupted run compiled, instead of a
+  # second process importing JAX and tracing every program again.
+  capsys.readouterr()
+  assert cli.main(argv) == 0
+  assert "continuing the reproduction" in capsys.readouterr().out
   assert _records(out) == _records(uninterrupted["gpt"])
