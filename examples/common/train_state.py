@@ -13,6 +13,7 @@ the state and the step, which makes resuming from a checkpoint exact.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -73,6 +74,23 @@ def init_train_state(
     ``(graphdef, state)`` with ``state.step == 0``.
   """
 
+  graphdef, init = _compiled_init(build_model, optimizer, mesh, fsdp)
+  return graphdef, init(jax.random.key(seed))
+
+
+@functools.lru_cache(maxsize=32)
+def _compiled_init(
+  build_model: Callable[[nnx.Rngs], nnx.Module],
+  optimizer: optax.GradientTransformation,
+  mesh: Mesh,
+  fsdp: bool,
+) -> tuple[nnx.GraphDef, Callable[[jax.Array], TrainState]]:
+  """The model's graph and its jitted initialisation from a key.
+
+  Cached, so that the runs of a benchmark that share the model and the
+  optimizer (seeds, learning rates) trace and compile it once.
+  """
+
   def init(key):
     params_key, run_key = jax.random.split(key)
     model = build_model(nnx.Rngs(params=params_key))
@@ -85,8 +103,7 @@ def init_train_state(
       key=jax.random.key_data(run_key),
     )
 
-  key = jax.random.key(seed)
-  shapes = jax.eval_shape(init, key)
+  shapes = jax.eval_shape(init, jax.random.key(0))
   replicated = NamedSharding(mesh, PartitionSpec())
   params = sharding_lib.param_shardings(shapes.params, mesh, fsdp=fsdp)
   shardings = TrainState(
@@ -103,7 +120,7 @@ def init_train_state(
     key=replicated,
   )
   graphdef = nnx.graphdef(nnx.eval_shape(lambda: build_model(nnx.Rngs(0))))
-  return graphdef, jax.jit(init, out_shardings=shardings)(key)
+  return graphdef, jax.jit(init, out_shardings=shardings)
 
 
 def step_key(state: TrainState, stream: int) -> jax.Array:
