@@ -105,7 +105,12 @@ def _jax_step(model: str, preset: str):
 def _torch_step(model: str, preset: str):
   from benchmarks.throughput import torch_peer
 
-  run = torch_peer.make_step(model, preset, threads=os.cpu_count() or 1)
+  # As many threads as the CPUs this process may run on, as XLA sizes its
+  # pool: under taskset both frameworks get the same cores, and PyTorch does
+  # not run more threads than cores (os.cpu_count() ignores the affinity).
+  run = torch_peer.make_step(
+    model, preset, threads=len(os.sched_getaffinity(0)) or 1
+  )
   return run, torch_peer.examples_per_step(model, preset)
 
 

@@ -141,6 +141,59 @@ def _train_with_adam(model, inputs, labels, learning_rate, num_steps):
 
 
 # ----------------------------------------------------------------------------
+# materialize and the convolution's input
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+@pytest.mark.parametrize("first", [0.0, -0.0, 1.5, np.inf, -np.inf, np.nan])
+def test_materialize_is_the_identity(dtype, first):
+  # The predicate reads the first element; whatever it holds (zero of either
+  # sign, infinities, NaN), the value and its gradient pass unchanged.
+  x = jax.random.normal(_key(0), (3, 4, 5, 2), dtype).at[0, 0, 0, 0].set(first)
+  out = jax.jit(cnn_lib.materialize)(x)
+  assert out.dtype == x.dtype
+  np.testing.assert_array_equal(
+    np.asarray(out).view(np.uint16 if dtype == jnp.bfloat16 else np.uint32),
+    np.asarray(x).view(np.uint16 if dtype == jnp.bfloat16 else np.uint32),
+  )
+  cotangent = jax.random.normal(_key(1), x.shape, dtype)
+  grad = jax.jit(
+    jax.grad(lambda x: jnp.sum(cnn_lib.materialize(x) * cotangent))
+  )
+  np.testing.assert_array_equal(grad(x), cotangent)
+  np.testing.assert_array_equal(jax.vmap(cnn_lib.materialize)(x), x)
+
+
+def test_conv_batch_norm_equals_plain_nnx_conv():
+  # The layer's materialize() is internal: values, batch statistics and
+  # gradients equal nnx.Conv and nnx.BatchNorm applied directly.
+  config = cnn_lib.CNN_PRESETS["tiny"]
+  layer = cnn_lib.ConvBatchNorm(4, 8, config, rngs=_rngs(0))
+  x = jax.random.normal(_key(1), (6, 16, 16, 4))
+  cotangent = jax.random.normal(_key(2), (6, 16, 16, 8))
+  graphdef, params, stats = nnx.split(layer, nnx.Param, nnx.BatchStat)
+
+  def loss(params, x, plain):
+    model = nnx.merge(graphdef, params, stats, copy=True)
+    if plain:
+      y = model.norm(model.conv(x), use_running_average=False)
+    else:
+      y = model(x, train=True)
+    return jnp.sum(y * cotangent), nnx.state(model, nnx.BatchStat)
+
+  results = [
+    jax.jit(jax.value_and_grad(loss, (0, 1), has_aux=True), static_argnums=2)(
+      params, x, plain
+    )
+    for plain in (False, True)
+  ]
+  leaves = [jax.tree.leaves(result) for result in results]
+  assert len(leaves[0]) == len(leaves[1]) > 0
+  for ours, plain in zip(*leaves, strict=True):
+    np.testing.assert_allclose(ours, plain, rtol=1e-6, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------
 # 2x2 max pooling
 
 
