@@ -207,10 +207,16 @@ def main(argv: Sequence[str] | None = None) -> int:
   number.
   """
   args = parse_args(argv)
-  if args.report_only:
-    print(f"wrote {report.write_report(args.out)}", flush=True)
-    return 0
   debug = args.debug or os.environ.get(DEBUG_ENV_VAR, "") not in ("", "0")
+  if args.report_only:
+    try:
+      print(f"wrote {report.write_report(args.out)}", flush=True)
+    except (ValueError, OSError) as error:
+      if debug:
+        raise
+      print(f"error: {error}", file=sys.stderr)
+      return 1
+    return 0
   command = shlex.join(
     [
       "python",

@@ -1273,3 +1273,12 @@ def test_ablation_mode_runs_every_arm_at_the_sweeps_exadam_rate(
   assert (
     report.read_run_info(other)["experiments"]["gpt"]["learning_rate"] == 2e-3
   )
+
+
+def test_report_only_on_a_folder_without_results_fails_in_one_line(
+  tmp_path, capsys
+):
+  assert cli.main(["--report-only", "--out", str(tmp_path / "none")]) == 1
+  err = capsys.readouterr().err
+  assert err.startswith("error: ") and err.count("\n") == 1
+  assert "is not a reproduction folder" in err
