@@ -18,15 +18,15 @@ Before JAX starts:
 import importlib.metadata
 import os
 
+from examples.common import download  # imports no JAX
+
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 # Keyed by jaxlib: entries of other versions are never loaded (their key
 # differs), so the folder of a version no longer installed can be deleted.
 os.environ.setdefault(
   "JAX_COMPILATION_CACHE_DIR",
-  os.path.join(
-    os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"),
-    "exadam_optax",
-    f"test-jax-{importlib.metadata.version('jaxlib')}",
+  str(
+    download.cache_dir() / f"test-jax-{importlib.metadata.version('jaxlib')}"
   ),
 )
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")

@@ -45,7 +45,7 @@ from typing import Any
 
 from benchmarks.reproduce import orchestration, report
 from benchmarks.reproduce.presets import EXPERIMENTS, PRESETS
-from examples.common import cpu_setup, optimizers
+from examples.common import compile_cache, cpu_setup, optimizers
 
 MODES = ("sweep", "ablation", "compare")
 DEBUG_ENV_VAR = "EXADAM_DEBUG"
@@ -226,6 +226,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ]
   )
   cpu_setup.configure()
+  # Every run of an experiment compiles the same programs; the cache
+  # compiles them once for all runs, seeds and later invocations.
+  compile_cache.enable()
   handlers = {
     signum: signal.signal(signum, _stop)
     for signum in (signal.SIGTERM, signal.SIGINT)
