@@ -3,7 +3,8 @@
 Usage: ``python -m benchmarks.throughput.worker FRAMEWORK MODEL PRESET STEPS``
 with ``FRAMEWORK`` ``jax`` or ``torch``. The process builds the training step
 of ``MODEL`` (``cnn`` or ``gpt``) at ``PRESET`` (``tiny`` or ``paper``) exactly
-as the trainer does (or its PyTorch peer), times its first call and then
+as the trainer does (or its PyTorch peer; the CNN at the paper's batch 128
+with augmentation at both sizes), times its first call and then
 ``STEPS`` calls one by one, and prints one JSON line:
 ``{"first_step_seconds": ..., "step_seconds": [...], "examples_per_step": ...,
 "cpu_setup": [...], "ru_minflt": ...}``.
@@ -40,6 +41,7 @@ def _configure(framework: str) -> list[str]:
 
 def _jax_step(model: str, preset: str):
   """The trainer's jitted step and its arguments, on one device."""
+  import dataclasses
   import functools
 
   import jax
@@ -52,7 +54,14 @@ def _jax_step(model: str, preset: str):
     from examples.cifar10 import configs, train
     from examples.cifar10.model import CNN
 
-    config = configs.PRESETS[preset]
+    # At both sizes the peer's protocol: the paper's batch and augmentation,
+    # which the trainer's tiny preset drops to finish in a minute.
+    paper = configs.PRESETS["paper"]
+    config = dataclasses.replace(
+      configs.PRESETS[preset],
+      batch_size=paper.batch_size,
+      augment=paper.augment,
+    )
     build = lambda rngs: CNN(config.model, rngs=rngs)  # noqa: E731
   else:
     from examples.mingpt import configs, data, train

@@ -65,14 +65,21 @@ class Config(config_lib.RunConfig):
 
 PRESETS: dict[str, Config] = {
   "paper": Config(),
+  # Batch 32 without augmentation: at batch 128 with augmentation, the 128
+  # steps of four epochs left the validation accuracy between 23% and 30%,
+  # varying with the seed and thread count; four times the steps, of images
+  # the small network can fit in four epochs, settle it above 30%.
   "tiny": Config(
     preset="tiny",
     model=CNNConfig(widths=(8, 16, 32), dense_features=32),
     lr=1e-4,
+    batch_size=32,
     epochs=4,
     max_train_images=4096,
+    augment=False,
   ),
 }
 """The presets: ``paper`` is the paper's protocol; ``tiny`` trains a small
-network on a tenth of the images in about a minute on two CPU cores. The
-benchmarks add their protocols in :mod:`benchmarks.reproduce.presets`."""
+network on a tenth of the images, at batch 32 and without augmentation, in
+about a minute on two CPU cores. The benchmarks add their protocols in
+:mod:`benchmarks.reproduce.presets`."""

@@ -15,6 +15,7 @@ from flax import nnx
 
 from benchmarks.throughput import torch_peer
 from examples.cifar10 import augment as augment_lib
+from examples.cifar10 import configs as cnn_configs
 from examples.cifar10 import model as cnn_lib
 from examples.mingpt import model as gpt_lib
 
@@ -56,6 +57,8 @@ def test_sizes_equal_flax_presets(preset):
   assert cnn.dense_features == peer_cnn.dense_features
   assert cnn.dropout_rate == torch_peer.CNN_DROPOUT_RATE
   assert cnn.num_classes == torch_peer.NUM_CLASSES
+  # The JAX worker trains the CNN at the paper's batch at both sizes.
+  assert peer_cnn.batch_size == cnn_configs.PRESETS["paper"].batch_size
   gpt = gpt_lib.GPT_PRESETS[preset]
   peer_gpt = torch_peer.GPT_PRESETS[preset]
   for name in ("block_size", "n_embd", "n_head", "n_layer"):

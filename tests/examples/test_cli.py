@@ -150,13 +150,13 @@ def test_help_text_reflows_docstrings():
 def test_options_in_groups_parse_into_the_config():
   config = cli.parse(
     cnn_configs.PRESETS,
-    ["--preset=tiny", "--no-augment", "--fsdp", "--plateau-patience=2"],
+    ["--preset=tiny", "--augment", "--fsdp", "--plateau-patience=2"],
     prog="train",
     description="",
   )
   assert type(config) is cnn_configs.Config
   assert config == dataclasses.replace(
-    cnn_configs.PRESETS["tiny"], augment=False, fsdp=True, plateau_patience=2
+    cnn_configs.PRESETS["tiny"], augment=True, fsdp=True, plateau_patience=2
   )
 
 

@@ -233,6 +233,7 @@ def test_cifar10_two_processes_match_one_process(tmp_path, cifar_dir):
   # 1e-5, the evaluations after the fourth update to about 3e-5.
   args = [
     "--preset=tiny",
+    "--augment",  # each process must draw its rows' augmentation
     f"--data-dir={cifar_dir}",
     "--batch-size=8",
     "--val-size=8",
@@ -249,6 +250,7 @@ def test_cifar10_two_processes_match_one_process(tmp_path, cifar_dir):
       cnn_configs.PRESETS["tiny"],
       data_dir=str(cifar_dir),
       batch_size=8,
+      augment=True,
       val_size=8,
       epochs=1,
       lr=1e-4,
@@ -265,6 +267,7 @@ def test_cifar10_two_processes_match_one_process(tmp_path, cifar_dir):
 def test_cifar10_two_processes_resume_exactly(tmp_path, cifar_dir):
   args = [
     "--preset=tiny",
+    "--augment",
     f"--data-dir={cifar_dir}",
     "--batch-size=8",
     "--val-size=8",

@@ -50,8 +50,10 @@ GPT_ARGS = [
   "--sample-tokens=16",
   "--no-progress",
 ]
+# Augmentation on, which the tiny preset turns off: resuming must replay it.
 CNN_ARGS = [
   "--preset=tiny",
+  "--augment",
   "--batch-size=16",
   f"--val-size={CIFAR_IMAGES_PER_FILE}",
   "--plateau-patience=0",
@@ -83,6 +85,7 @@ def _cnn_config(cifar_dir, out_dir, **overrides) -> cnn_configs.Config:
     out_dir=str(out_dir),
     epochs=2,
     batch_size=16,
+    augment=True,
     val_size=CIFAR_IMAGES_PER_FILE,
     plateau_patience=0,
     plateau_factor=0.5,
