@@ -301,7 +301,9 @@ def _logs(log_dir: pathlib.Path) -> str:
 # A collective waits at most the heartbeat timeout for the other process, so
 # the timeout must exceed how far the two processes can drift apart before
 # the kill (one compiles or writes a checkpoint while the other already waits):
-# more than 8 s on a 2-core machine that runs the rest of the suite beside it.
+# more than 8 s on a 2-core machine that runs the rest of the suite beside it,
+# and more than 20 s while one of them compiles, so a first job (default
+# timeout) fills the compilation cache before the timed one starts.
 LOST_PROCESS_TIMEOUT = 20
 
 
@@ -320,6 +322,20 @@ def test_a_lost_process_stops_the_other_and_the_job_resumes(
     "--eval-interval=1000",
     f"--heartbeat-timeout={LOST_PROCESS_TIMEOUT}",
   ]
+  warm_up = [
+    arg
+    for arg in command
+    if not arg.startswith(("--iters", "--out-dir", "--heartbeat"))
+  ]
+  warm_up_logs = tmp_path / "warm_up_logs"
+  codes = _wait(
+    _launch(
+      [*warm_up, "--iters=2", f"--out-dir={tmp_path / 'warm_up'}"],
+      2,
+      warm_up_logs,
+    )
+  )
+  assert codes == [0, 0], _logs(warm_up_logs)
   log_dir = tmp_path / "logs"
   processes = _launch(command, 2, log_dir)
   try:
