@@ -28,7 +28,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from benchmarks.step_cost.report import environment
+from benchmarks.step_cost.report import environment, write_results
 
 TRAINERS = {
   "mingpt": "examples.mingpt.train",
@@ -152,14 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         runs.append(run_trainer(trainer, options, cache, out_dir))
         print(f"{trainer} run {index}: {runs[-1]}", flush=True)
       report["results"][trainer] = runs
-  args.out.mkdir(parents=True, exist_ok=True)
-  platform = report["environment"]["platform"]
-  json_path = args.out / f"first_step_{platform}.json"
-  json_path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-  md_path = args.out / f"first_step_{platform}.md"
-  md_path.write_text(markdown(report), encoding="utf-8")
-  print(markdown(report))
-  print(f"Wrote {json_path} and {md_path}", flush=True)
+  write_results(args.out, "first_step", report, markdown(report))
   return 0
 
 

@@ -53,6 +53,20 @@ def environment() -> dict[str, Any]:
   }
 
 
+def write_results(
+  out: pathlib.Path, name: str, report: Mapping[str, Any], text: str
+) -> None:
+  """Writes ``<out>/<name>_<platform>.json`` and ``.md`` and prints the text."""
+  out.mkdir(parents=True, exist_ok=True)
+  stem = f"{name}_{report['environment']['platform']}"
+  json_path = out / f"{stem}.json"
+  json_path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+  md_path = out / f"{stem}.md"
+  md_path.write_text(text, encoding="utf-8")
+  print(text)
+  print(f"Wrote {json_path} and {md_path}", flush=True)
+
+
 def host_load() -> list[float] | None:
   """The host's 1, 5 and 15 minute load averages, where the OS reports them.
 

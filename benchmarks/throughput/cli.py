@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.step_cost.report import environment
+from benchmarks.step_cost.report import environment, write_results
 from benchmarks.throughput import torch_peer, worker
 
 MODELS = ("gpt", "cnn")
@@ -267,12 +267,5 @@ def main(argv: Sequence[str] | None = None) -> int:
             flush=True,
           )
       report["results"][f"{model}/{preset}"] = summarize(samples)
-  args.out.mkdir(parents=True, exist_ok=True)
-  platform = report["environment"]["platform"]
-  json_path = args.out / f"throughput_{platform}.json"
-  json_path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-  md_path = args.out / f"throughput_{platform}.md"
-  md_path.write_text(markdown(report), encoding="utf-8")
-  print(markdown(report))
-  print(f"Wrote {json_path} and {md_path}", flush=True)
+  write_results(args.out, "throughput", report, markdown(report))
   return 0
