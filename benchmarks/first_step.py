@@ -152,7 +152,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         runs.append(run_trainer(trainer, options, cache, out_dir))
         print(f"{trainer} run {index}: {runs[-1]}", flush=True)
       report["results"][trainer] = runs
-  write_results(args.out, "first_step", report, markdown(report))
+  text = markdown(report)
+  print(text)
+  write_results(args.out, "first_step", report, text)
   return 0
 
 

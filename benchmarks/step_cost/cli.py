@@ -345,8 +345,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     report["hlo"] = report_lib.hlo_result(summaries)
     report_lib.print_hlo(report["hlo"], args.hlo_size)
   report["environment"]["load_average_end"] = report_lib.host_load()
-  json_path, md_path = report_lib.write_report(report, args.out)
-  print(f"Wrote {json_path} and {md_path}", flush=True)
+  report_lib.write_report(report, args.out)
   return report
 
 

@@ -55,16 +55,26 @@ def environment() -> dict[str, Any]:
 
 def write_results(
   out: pathlib.Path, name: str, report: Mapping[str, Any], text: str
-) -> None:
-  """Writes ``<out>/<name>_<platform>.json`` and ``.md`` and prints the text."""
+) -> tuple[pathlib.Path, pathlib.Path]:
+  """Writes ``<out>/<name>_<platform>.json`` and ``.md`` and says where.
+
+  Args:
+    out: destination folder, created if missing.
+    name: the benchmark's name, the files' stem before the platform.
+    report: the report, written as JSON (``environment`` names the platform).
+    text: the report's Markdown.
+
+  Returns:
+    The paths of the JSON and Markdown files.
+  """
   out.mkdir(parents=True, exist_ok=True)
   stem = f"{name}_{report['environment']['platform']}"
   json_path = out / f"{stem}.json"
   json_path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
   md_path = out / f"{stem}.md"
   md_path.write_text(text, encoding="utf-8")
-  print(text)
   print(f"Wrote {json_path} and {md_path}", flush=True)
+  return json_path, md_path
 
 
 def host_load() -> list[float] | None:
@@ -251,13 +261,7 @@ def write_report(
   Returns:
     The paths of the JSON and markdown files.
   """
-  out_dir.mkdir(parents=True, exist_ok=True)
-  stem = f"step_cost_{report['environment']['platform']}"
-  json_path = out_dir / f"{stem}.json"
-  md_path = out_dir / f"{stem}.md"
-  json_path.write_text(json.dumps(_plain(report), indent=2) + "\n")
-  md_path.write_text(_markdown(report))
-  return json_path, md_path
+  return write_results(out_dir, "step_cost", _plain(report), _markdown(report))
 
 
 def _markdown(report: Mapping[str, Any]) -> str:

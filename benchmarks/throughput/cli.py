@@ -267,5 +267,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             flush=True,
           )
       report["results"][f"{model}/{preset}"] = summarize(samples)
-  write_results(args.out, "throughput", report, markdown(report))
+  text = markdown(report)
+  print(text)
+  write_results(args.out, "throughput", report, text)
   return 0
