@@ -70,7 +70,8 @@ def run_trainer(
   """Runs one trainer process; its first step and wall time.
 
   Raises:
-    RuntimeError: With the trainer's output, if it fails.
+    RuntimeError: With the trainer's output, if it fails, or if it trained
+      no step.
   """
   command = [
     sys.executable,
@@ -93,8 +94,14 @@ def run_trainer(
     for line in (out_dir / "metrics.jsonl").read_text().splitlines()
   ]
   first_step = next(
-    r["first_step_seconds"] for r in records if "first_step_seconds" in r
+    (r["first_step_seconds"] for r in records if "first_step_seconds" in r),
+    None,
   )
+  if first_step is None:
+    raise RuntimeError(
+      f"{shlex.join(command)} trained no step: {out_dir / 'metrics.jsonl'}"
+      " has no record with first_step_seconds."
+    )
   return {"first_step_seconds": first_step, "wall_seconds": wall}
 
 
@@ -130,7 +137,11 @@ def markdown(report: dict[str, Any]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-  """Runs the benchmark, prints and writes the report; returns 0."""
+  """Runs the benchmark, prints and writes the report.
+
+  Returns:
+    0, or 1 after one message on stderr if a trainer run fails.
+  """
   argv = list(sys.argv[1:] if argv is None else argv)
   args = parse_args(argv)
   report: dict[str, Any] = {
@@ -149,7 +160,11 @@ def main(argv: Sequence[str] | None = None) -> int:
       runs = []
       for index in range(1, args.runs + 1):
         out_dir = pathlib.Path(scratch, trainer, f"run{index}")
-        runs.append(run_trainer(trainer, options, cache, out_dir))
+        try:
+          runs.append(run_trainer(trainer, options, cache, out_dir))
+        except RuntimeError as error:
+          print(f"benchmarks.first_step: {error}", file=sys.stderr)
+          return 1
         print(f"{trainer} run {index}: {runs[-1]}", flush=True)
       report["results"][trainer] = runs
   text = markdown(report)

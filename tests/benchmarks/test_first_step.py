@@ -33,3 +33,12 @@ def test_one_run_is_refused():
   with pytest.raises(SystemExit) as stopped:
     first_step.parse_args(["--runs", "1"])
   assert stopped.value.code == 2
+
+
+def test_a_failing_trainer_is_reported_without_a_traceback(tmp_path, capsys):
+  argv = ["--trainers", "mingpt", "--trainer-args=--iters=-1"]
+  assert first_step.main([*argv, "--out", str(tmp_path / "out")]) == 1
+  error = capsys.readouterr().err
+  assert error.startswith("benchmarks.first_step: ")
+  assert "--iters=-1" in error and "Traceback" not in error
+  assert not (tmp_path / "out").exists()
