@@ -10,6 +10,7 @@ import dataclasses
 import json
 import os
 import pathlib
+import shutil
 import signal
 import socket
 import subprocess
@@ -226,24 +227,36 @@ def test_fsdp_on_two_processes_matches_data_parallelism(
   )
 
 
-def test_cifar10_two_processes_match_one_process(tmp_path, cifar_dir):
+CNN_ARGS = [
+  "--preset=tiny",
+  "--augment",  # each process must draw its rows' augmentation
+  "--batch-size=8",
+  "--val-size=8",
+  "--lr=1e-4",
+  "--no-progress",
+]
+
+
+@pytest.fixture(scope="module")
+def cnn_two_processes_one_epoch(tmp_path_factory, cifar_dir):
+  """A two-process CIFAR-10 run of one epoch (four steps)."""
+  tmp_path = tmp_path_factory.mktemp("cnn2")
+  out_dir = tmp_path / "run"
+  args = [*CNN_ARGS, f"--data-dir={cifar_dir}", "--epochs=1"]
+  summaries = _run_driver(
+    tmp_path, "dp", "cifar10", [*args, f"--out-dir={out_dir}"]
+  )
+  return out_dir, summaries
+
+
+def test_cifar10_two_processes_match_one_process(
+  cnn_two_processes_one_epoch, cifar_dir, tmp_path
+):
   # One epoch of four steps: batch norm's statistics and the gradients are
   # summed in another order across processes, and EXAdam's sign-like first
   # steps amplify that rounding: the training loss of these steps agrees to
   # 1e-5, the evaluations after the fourth update to about 3e-5.
-  args = [
-    "--preset=tiny",
-    "--augment",  # each process must draw its rows' augmentation
-    f"--data-dir={cifar_dir}",
-    "--batch-size=8",
-    "--val-size=8",
-    "--epochs=1",
-    "--lr=1e-4",
-    "--no-progress",
-  ]
-  summaries = _run_driver(
-    tmp_path, "cnn", "cifar10", [*args, f"--out-dir={tmp_path / 'run'}"]
-  )
+  out_dir, summaries = cnn_two_processes_one_epoch
   assert all(s["moments_follow_params"] for s in summaries)
   cnn_train.train(
     dataclasses.replace(
@@ -259,30 +272,27 @@ def test_cifar10_two_processes_match_one_process(tmp_path, cifar_dir):
       progress=False,
     )
   )
-  got, expected = _records(tmp_path / "run"), _records(tmp_path / "one")
+  got, expected = _records(out_dir), _records(tmp_path / "one")
   _assert_losses_close(got, expected, ("train_loss",))
   _assert_losses_close(got, expected, ("val_loss", "test_loss"), rtol=1e-4)
 
 
-def test_cifar10_two_processes_resume_exactly(tmp_path, cifar_dir):
-  args = [
-    "--preset=tiny",
-    "--augment",
-    f"--data-dir={cifar_dir}",
-    "--batch-size=8",
-    "--val-size=8",
-    "--no-progress",
-  ]
+def test_cifar10_two_processes_resume_exactly(
+  cnn_two_processes_one_epoch, cifar_dir, tmp_path
+):
+  # The first epoch is the shared one-epoch run, continued from a copy of
+  # its folder (a run folder may be moved between its sessions).
+  args = [*CNN_ARGS, f"--data-dir={cifar_dir}", "--epochs=2"]
   full = _run_driver(
-    tmp_path,
-    "full",
-    "cifar10",
-    [*args, "--epochs=2", f"--out-dir={tmp_path / 'full'}"],
+    tmp_path, "full", "cifar10", [*args, f"--out-dir={tmp_path / 'full'}"]
   )
-  resumed_args = [*args, f"--out-dir={tmp_path / 'run'}"]
-  _run_driver(tmp_path, "first", "cifar10", [*resumed_args, "--epochs=1"])
+  first_epoch, _ = cnn_two_processes_one_epoch
+  shutil.copytree(first_epoch, tmp_path / "run")
   resumed = _run_driver(
-    tmp_path, "second", "cifar10", [*resumed_args, "--epochs=2", "--resume"]
+    tmp_path,
+    "second",
+    "cifar10",
+    [*args, f"--out-dir={tmp_path / 'run'}", "--resume"],
   )
   assert _records(tmp_path / "run") == _records(tmp_path / "full")
   assert [s["state_digest"] for s in resumed] == [
