@@ -4,4 +4,4 @@ from exadam_optax._exadam import ScaleByExAdamState, exadam, scale_by_exadam
 
 __all__ = ["ScaleByExAdamState", "exadam", "scale_by_exadam"]
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

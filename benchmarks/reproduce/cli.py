@@ -117,6 +117,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     help="seeds per learning rate in the sweep stage (2)",
   )
   parser.add_argument(
+    "--sweeps-from",
+    nargs="+",
+    type=pathlib.Path,
+    metavar="FOLDER",
+    help="sweep mode: reuse the sweeps of these reproduction folders, which "
+    "must have run the same protocol: their arms are not swept again, the "
+    "other arms are swept with their sweep seeds, and every arm's rate is "
+    "selected from all the sweep records together",
+  )
+  parser.add_argument(
     "--final-length",
     type=_positive_int,
     help="train the final runs (after a sweep, or every run in the other "
@@ -175,6 +185,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.error(str(error))
   if args.auto_seeds and args.time_budget is None:
     parser.error("--auto-seeds needs --time-budget.")
+  if args.sweeps_from and args.mode != "sweep":
+    parser.error("--sweeps-from applies to --mode sweep only.")
   if args.mode == "ablation" and not args.report_only:
     if (args.lr is None) == (args.tuned_from is None):
       parser.error(

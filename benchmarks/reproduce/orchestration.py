@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import pathlib
 import time
 from collections.abc import Sequence
@@ -202,12 +203,48 @@ def tuned_rate(folder: pathlib.Path, experiment: str, arm: str) -> float:
   return float(selected[arm])
 
 
+def reused_sweeps(
+  folders: Sequence[pathlib.Path], experiment: str, protocol: dict[str, Any]
+) -> tuple[list[dict[str, Any]], list[int]]:
+  """The sweep records and sweep seeds of earlier reproductions.
+
+  Raises:
+    ValueError: If a folder holds no sweep of ``experiment``, or one of
+      another protocol.
+  """
+  found, seeds = [], set()
+  for folder in folders:
+    entry = report.read_run_info(folder)["experiments"].get(experiment, {})
+    if "selected" not in entry.get("sweep", {}):
+      raise ValueError(f"{folder} holds no finished {experiment} sweep.")
+    theirs = entry["protocol"]
+    differences = sorted(
+      key
+      for key in {*theirs, *protocol}
+      if theirs.get(key) != protocol.get(key)
+    )
+    if differences:
+      raise ValueError(
+        f"{folder} swept {experiment} under another protocol (differing: "
+        f"{', '.join(differences)}); sweep anew instead of --sweeps-from."
+      )
+    seeds.update(entry["sweep"]["seeds"])
+    path = records.metrics_path(folder, experiment, report.SWEEP_STAGE)
+    found += records.read_records(path)
+  return found, sorted(seeds)
+
+
 def options_of(args: argparse.Namespace) -> dict[str, Any]:
   """The parsed options as JSON values, as ``run_info.json`` keeps them."""
-  return {
-    name: str(value) if isinstance(value, pathlib.Path) else value
-    for name, value in sorted(vars(args).items())
-  }
+
+  def as_json(value: Any) -> Any:
+    if isinstance(value, pathlib.Path):
+      return str(value)
+    if isinstance(value, list):
+      return [as_json(item) for item in value]
+    return value
+
+  return {name: as_json(value) for name, value in sorted(vars(args).items())}
 
 
 class Reproduction:
@@ -372,18 +409,32 @@ class Reproduction:
       args.first_seed + SWEEP_SEED_OFFSET + index
       for index in range(args.sweep_seeds)
     ]
+    labels = [arm.label for arm in arms]
+    reused: list[dict[str, Any]] = []
+    if args.sweeps_from:
+      # JSON's view of the protocol, as run_info.json holds it.
+      protocol = json.loads(json.dumps(dataclasses.asdict(context.protocol)))
+      found, seeds = reused_sweeps(args.sweeps_from, experiment, protocol)
+      reused = [r for r in found if r["arm"] in labels]
+    reused_arms = records.arms_in_order(reused)
     grids = {
-      arm.label: context.preset.grid(experiment, arm.label) for arm in arms
+      label: tuple(records.learning_rates_of(reused, label))
+      if label in reused_arms
+      else context.preset.grid(experiment, label)
+      for label in labels
     }
     entry["sweep"] = {
       "seeds": seeds,
       "grid": dict(grids),
+      "reused_from": [str(folder) for folder in args.sweeps_from or ()],
+      "reused_arms": reused_arms,
       "extensions": [],
       "outcomes": [],
     }
     path = records.metrics_path(self.out, experiment, report.SWEEP_STAGE)
-    todo = {arm.label: grids[arm.label] for arm in arms}
-    swept: set[str] = set()  # run ids of this and the earlier sweep stages
+    todo = {label: grids[label] for label in labels if label not in reused_arms}
+    # Run ids of the reused records and of this and the earlier stages.
+    swept: set[str] = {r["run_id"] for r in reused}
     for extension in range(MAX_EXTENSIONS + 1):
       self.save_info()
       _log(
@@ -396,19 +447,20 @@ class Reproduction:
         if arm.label in todo
       ]
       swept |= {run.run_id for group in stage_runs for run in group}
-      outcome = self.run_stage(
-        context,
-        f"{experiment}-sweep-{extension}",
-        stage_runs,
-        path,
-        args.time_budget,
-      )
-      entry["sweep"]["outcomes"].append(outcome)
+      if stage_runs:  # none where every arm's sweep is reused
+        outcome = self.run_stage(
+          context,
+          f"{experiment}-sweep-{extension}",
+          stage_runs,
+          path,
+          args.time_budget,
+        )
+        entry["sweep"]["outcomes"].append(outcome)
       # A continued reproduction may hold records of a later, unfinished
       # extension already: choose from this stage's and earlier ones' only.
+      own = records.read_records(path) if path.exists() else []
       choices = sweep_lib.choose(
-        [r for r in records.read_records(path) if r["run_id"] in swept],
-        experiment,
+        [r for r in [*reused, *own] if r["run_id"] in swept], experiment
       )
       edges = sweep_lib.edges_to_extend(choices)
       if not edges or extension == MAX_EXTENSIONS:
@@ -452,6 +504,12 @@ class Reproduction:
     seeds = entry["seeds"]
     if args.mode == "sweep":
       rates = self.run_sweep(context, arms, entry)
+      shared = sorted(set(seeds) & set(entry["sweep"]["seeds"]))
+      if shared:
+        raise ValueError(
+          f"final seeds {shared} are also sweep seeds; choose another "
+          "--first-seed, so that no final run repeats a sweep run."
+        )
       arms = tuple(arm for arm in arms if arm.label in rates)
     elif args.mode == "ablation":
       rate = args.lr or tuned_rate(args.tuned_from, experiment, FOCUS_ARM)

@@ -36,7 +36,7 @@ import jax
 import optax
 
 import exadam_optax
-from benchmarks.step_cost import hlo, literal, trees
+from benchmarks.step_cost import hlo, trees
 from benchmarks.step_cost import report as report_lib
 from benchmarks.step_cost.timing import TimingPlan, time_interleaved
 
@@ -47,11 +47,8 @@ OPTIMIZERS: dict[str, Callable[[], optax.GradientTransformation]] = {
   "adam": functools.partial(optax.adam, LEARNING_RATE),
   "adamw": functools.partial(optax.adamw, LEARNING_RATE),
   "exadam": functools.partial(exadam_optax.exadam, LEARNING_RATE),
-  "exadam-literal": functools.partial(literal.exadam_literal, LEARNING_RATE),
 }
-"""The compared optimizers, each with its library defaults otherwise;
-``exadam-literal`` evaluates the paper's equations as written."""
-DEFAULT_OPTIMIZERS = ("adam", "adamw", "exadam")
+"""The compared optimizers, each with its library defaults otherwise."""
 
 CPU_SIZES = (10**4, 10**5, 10**6, 10**7, 10**8)
 """Default flat sizes on the CPU."""
@@ -122,7 +119,7 @@ def _parser() -> argparse.ArgumentParser:
     "--optimizers",
     nargs="+",
     choices=list(OPTIMIZERS),
-    default=list(DEFAULT_OPTIMIZERS),
+    default=list(OPTIMIZERS),
     help="optimizers to compare; must include adam, the baseline",
   )
   parser.add_argument("--dtype", choices=_DTYPES, default="float32")

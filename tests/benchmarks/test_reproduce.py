@@ -1148,6 +1148,60 @@ def sweep_dir(tmp_path_factory, module_data_env):
   return out
 
 
+def test_sweeps_from_reuses_an_arm_and_sweeps_the_others(
+  sweep_dir, tmp_path, capsys
+):
+  out = tmp_path / "out"
+  options = ("--mode", "sweep", "--experiments", "gpt", "--seeds", "1")
+  argv = _argv(
+    out,
+    tmp_path,
+    *options,
+    *("--optimizers", "exadam", "adamw", "--first-seed", "3000"),
+    *("--sweeps-from", str(sweep_dir)),
+  )
+  assert cli.main(argv) == 0
+  theirs = report.read_run_info(sweep_dir)["experiments"]["gpt"]["sweep"]
+  ours = report.read_run_info(out)["experiments"]["gpt"]["sweep"]
+  # AdamW swept anew with the reused sweep's seed; EXAdam not swept again.
+  swept = records.read_records(out / "sweep_gpt_metrics.jsonl")
+  assert {r["arm"] for r in swept} == {"adamw"}
+  assert {r["seed"] for r in swept} == set(theirs["seeds"])
+  assert ours["seeds"] == theirs["seeds"]
+  assert ours["reused_arms"] == ["exadam"]
+  assert ours["selected"]["exadam"] == theirs["selected"]["exadam"]
+  assert ours["selected"]["adamw"] is not None
+  final = records.read_records(out / "gpt_metrics.jsonl")
+  assert {(r["arm"], r["seed"]) for r in final} == {
+    ("exadam", 3000),
+    ("adamw", 3000),
+  }
+  assert {r["base_lr"] for r in final if r["arm"] == "exadam"} == {
+    theirs["selected"]["exadam"]
+  }
+  # Final seeds that repeat a sweep seed, and a sweep of another protocol,
+  # are refused in one line.
+  for extra, message in [
+    (
+      ("--optimizers", "exadam", "--first-seed", str(theirs["seeds"][0])),
+      "are also sweep seeds",
+    ),
+    (("--optimizers", "exadam", "--schedule", "cosine"), "another protocol"),
+  ]:
+    capsys.readouterr()
+    again = _argv(
+      tmp_path / f"refused-{len(extra)}-{extra[-1]}",
+      tmp_path,
+      *options,
+      *extra,
+      *("--sweeps-from", str(sweep_dir)),
+    )
+    assert cli.main(again) == 1
+    error = capsys.readouterr().err
+    assert error.startswith("error: ") and error.count("\n") == 1
+    assert message in error
+
+
 def test_sweep_mode_extends_a_grid_whose_choice_is_at_an_edge(sweep_dir):
   grid = SMOKE.grid("gpt", "exadam")
   sweep_records = records.read_records(sweep_dir / "sweep_gpt_metrics.jsonl")

@@ -28,7 +28,7 @@ BAD_HYPERPARAMETERS = [
 @pytest.mark.parametrize(("kwargs", "name", "allowed"), BAD_HYPERPARAMETERS)
 def test_bad_hyperparameters_raise_at_construction(kwargs, name, allowed):
   with pytest.raises(ValueError, match=re.escape(f"`{name}` must")) as error:
-    exadam_optax.exadam(**kwargs)
+    exadam_optax.exadam(**{"learning_rate": 1e-3, **kwargs})
   assert allowed in str(error.value)
 
 
@@ -45,8 +45,8 @@ def test_boundary_values_are_accepted():
 
 
 def test_non_scalar_hyperparameter_is_refused():
-  with pytest.raises(ValueError, match="`b1` must be a scalar"):
-    exadam_optax.exadam(b1=jnp.array([0.9, 0.8]))
+  with pytest.raises(ValueError, match="`b1` must be a real scalar"):
+    exadam_optax.exadam(1e-3, b1=jnp.array([0.9, 0.8]))
 
 
 def test_b1_zero_still_works():
@@ -56,17 +56,11 @@ def test_b1_zero_still_works():
   assert bool(jnp.all(jnp.isfinite(updates)))
 
 
-def test_mismatched_structure_gives_chex_error():
+def test_updates_not_shaped_like_the_state_are_refused():
   opt = exadam_optax.exadam(1e-3)
   params = {"a": jnp.ones(2), "b": jnp.ones(3)}
   state = opt.init(params)
-  with pytest.raises(AssertionError, match="tree structs equality"):
+  with pytest.raises(ValueError, match="tree"):
     opt.update({"a": jnp.ones(2)}, state, params)
-
-
-def test_mismatched_shape_gives_chex_error():
-  opt = exadam_optax.exadam(1e-3)
-  params = {"a": jnp.ones(2), "b": jnp.ones(3)}
-  state = opt.init(params)
-  with pytest.raises(AssertionError, match="shape"):
+  with pytest.raises(TypeError, match=r"shapes.*\(4,\).*\(3,\)"):
     jax.jit(opt.update)({"a": jnp.ones(2), "b": jnp.ones(4)}, state, params)
