@@ -8,10 +8,12 @@
    without a TeX error, and every image must have loaded.
 3. It takes a screenshot of each of those pages, for a person to look at.
 
-Run it as ``bash docs/check_render.sh [BUILD_DIR [SCREENSHOT_DIR]]`` after
-``python -m sphinx -W --keep-going -b html docs docs/_build/html``. Without a
-Chromium (Debian's package: ``apt-get install chromium``) steps 2 and 3 are
-skipped with a message. Exits with status 1 on any failure.
+Run it as ``bash docs/check_render.sh [--require-browser] [BUILD_DIR
+[SCREENSHOT_DIR]]`` after ``python -m sphinx -W --keep-going -b html docs
+docs/_build/html``. Without a Chromium (Debian's package: ``apt-get install
+chromium``) steps 2 and 3 are skipped with a message, or, with
+``--require-browser`` (as CI runs it), that is a failure. Exits with status 1
+on any failure.
 """
 
 from __future__ import annotations
@@ -215,6 +217,8 @@ def _page_problems(source: str, dom: str) -> list[str]:
 
 
 def main(argv: list[str]) -> int:
+  require_browser = "--require-browser" in argv
+  argv = [arg for arg in argv if arg != "--require-browser"]
   build = pathlib.Path(argv[0] if argv else "docs/_build/html").resolve()
   shots = pathlib.Path(argv[1] if len(argv) > 1 else "docs/_build/screenshots")
   if not (build / "index.html").is_file():
@@ -222,6 +226,13 @@ def main(argv: list[str]) -> int:
     return 1
   problems = check_links(build)
   browser = _chromium()
+  if browser is None and require_browser:
+    print(
+      "check_render: no Chromium installed, and --require-browser asks for "
+      "the browser checks (apt-get install chromium)",
+      file=sys.stderr,
+    )
+    return 1
   if browser is None:
     print(
       "check_render: SKIPPED the browser checks: no Chromium installed "

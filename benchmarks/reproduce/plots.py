@@ -313,3 +313,38 @@ def figure_sensitivity(
   axes.grid(alpha=0.3)
   axes.legend(fontsize=7)
   return _save(figure, path)
+
+
+def figure_paired_differences(
+  comparisons: Sequence[Any], scale: float, xlabel: str, path: pathlib.Path
+) -> pathlib.Path:
+  """Per comparison (a :class:`~benchmarks.reproduce.verdict.Comparison`),
+  each seed's paired difference as a dot, the 95% t interval as a bar and
+  the equivalence margin as a grey band around 0."""
+  figure = Figure(
+    figsize=(7.0, 0.55 * len(comparisons) + 1.4), dpi=_DPI, layout="constrained"
+  )
+  FigureCanvasAgg(figure)
+  axes = figure.subplots()
+  margin = comparisons[0].margin * scale
+  axes.axvspan(-margin, margin, color="0.88", label="equivalence margin")
+  axes.axvline(0.0, color="0.5", linewidth=0.8)
+  labels = []
+  for y, comparison in enumerate(reversed(comparisons)):
+    differences = np.asarray(comparison.differences) * scale
+    axes.scatter(
+      differences,
+      np.full(differences.size, y),
+      s=14,
+      alpha=0.6,
+      color=color_of(comparison.arm),
+    )
+    low, high = comparison.t_interval
+    axes.plot([low * scale, high * scale], [y, y], color="black", linewidth=2)
+    axes.plot([comparison.mean * scale], [y], "|", color="black", markersize=14)
+    labels.append(comparison.label)
+  axes.set_yticks(range(len(labels)), labels)
+  axes.set_xlabel(xlabel)
+  axes.grid(alpha=0.3, axis="x")
+  axes.legend(fontsize=7, loc="lower right")
+  return _save(figure, path)

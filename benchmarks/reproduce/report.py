@@ -120,31 +120,6 @@ def _convergence_lines(
   ]
 
 
-def _verdict_sentences(
-  differences: dict[str, dict[str, tables.Difference]], experiment: str
-) -> list[str]:
-  unit, scale = (" points", 100.0) if experiment == CNN else ("", 1.0)
-  names = {
-    "best": "best validation " + ("accuracy" if experiment == CNN else "loss"),
-    "final": "final validation "
-    + ("accuracy" if experiment == CNN else "loss"),
-    "test": "test accuracy",
-  }
-  lines = []
-  for arm, by_metric in differences.items():
-    parts = [
-      f"{names[key]} {d.verdict} ({d.delta * scale:+.3g}{unit}, "
-      f"{d.in_sds:+.1f} sd)"
-      for key, d in by_metric.items()
-    ]
-    lines.append(
-      f"- {display_name(FOCUS_ARM)} against {display_name(arm)}: "
-      + "; ".join(parts)
-      + "."
-    )
-  return lines
-
-
 def _best_at(records, arms, experiment) -> list[str]:
   """Where each arm's seed-mean validation curve is best, against its end."""
   metric = sweep.SELECTION_METRIC[experiment]
@@ -199,7 +174,7 @@ def _experiment_section(
     rates = {
       arm: records_lib.learning_rates_of(records, arm)[0] for arm in arms
     }
-    table, differences = tables.compared_table(records, arms, experiment, rates)
+    table, _ = tables.compared_table(records, arms, experiment, rates)
     title = (
       "Each optimizer at its own best learning rate"
       if mode == "sweep"
@@ -208,13 +183,12 @@ def _experiment_section(
     lines += [
       f"### {title}",
       "",
-      f"Seeds {entry['seeds']}. A difference of at least "
-      f"{tables.WIN_THRESHOLD_SDS:g} pooled seed standard deviations "
-      "counts as a win or a loss, a smaller one as a tie.",
+      f"Seeds {entry['seeds']}. The last column pairs the runs by seed: "
+      "the mean difference, its 95% t interval, the paired t-test's p "
+      "adjusted by Holm's method over the column, and the word it gives "
+      "(benchmarks/reproduce/verdict.py).",
       "",
       table,
-      "",
-      *_verdict_sentences(differences, experiment),
       "",
       *_best_at(records, arms, experiment),
     ]

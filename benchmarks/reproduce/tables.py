@@ -20,12 +20,9 @@ from benchmarks.reproduce import convergence as convergence_lib
 from benchmarks.reproduce import paper
 from benchmarks.reproduce import records as records_lib
 from benchmarks.reproduce import sweep as sweep_lib
+from benchmarks.reproduce import verdict as verdict_lib
 from benchmarks.reproduce.presets import FOCUS_ARM, display_name
 from benchmarks.step_cost.report import markdown_table
-
-WIN_THRESHOLD_SDS = 2.0
-"""A difference of at least this many pooled seed standard deviations is a
-win or a loss; a smaller one is a tie."""
 
 
 def _number(value: float, digits: int) -> str:
@@ -200,46 +197,47 @@ def _per_seed(
   }
 
 
-@dataclasses.dataclass(frozen=True)
-class Difference:
-  """How the focus arm compares with another arm on one metric.
+def paired_comparisons(
+  records: Sequence[dict[str, Any]],
+  arms: Sequence[str],
+  experiment: str,
+  focus: str = FOCUS_ARM,
+) -> dict[str, verdict_lib.Comparison]:
+  """``focus`` against each other arm on the primary metric, paired by seed
+  and Holm-adjusted together (:mod:`benchmarks.reproduce.verdict`); arms with
+  fewer than two seeds in common with it, or a diverged run, are left out."""
+  if focus not in arms:
+    return {}
+  values = {
+    arm: verdict_lib.primary_values(records, experiment, arm) for arm in arms
+  }
+  found = []
+  for arm in arms:
+    shared = set(values[focus]) & set(values[arm])
+    finite = all(
+      math.isfinite(values[a][seed]) for a in (focus, arm) for seed in shared
+    )
+    if arm != focus and len(shared) >= 2 and finite:
+      found.append(
+        verdict_lib.compare(
+          focus,
+          arm,
+          values[focus],
+          values[arm],
+          metric=sweep_lib.SELECTION_METRIC[experiment],
+          margin=verdict_lib.MARGINS[experiment],
+        )
+      )
+  return {c.other: c for c in verdict_lib.adjust(found)} if found else {}
 
-  Attributes:
-    delta: Focus mean minus other mean, signed so that positive favours the
-      focus arm (for losses, other minus focus).
-    pooled_sd: ``sqrt((sd_focus**2 + sd_other**2) / 2)``.
-    verdict: ``"win"``, ``"tie"`` or ``"loss"`` for the focus arm (see
-      :data:`WIN_THRESHOLD_SDS`), or ``"n/a"``.
-  """
 
-  delta: float
-  pooled_sd: float
-  verdict: str
-
-  @property
-  def in_sds(self) -> float:
-    """The difference in pooled standard deviations."""
-    return self.delta / self.pooled_sd if self.pooled_sd > 0 else math.nan
-
-
-def difference(focus: np.ndarray, other: np.ndarray, metric: str) -> Difference:
-  """Compares two arms' per-seed values of ``metric``."""
-  focus_mean, focus_sd = records_lib.mean_and_std(focus)
-  other_mean, other_sd = records_lib.mean_and_std(other)
-  sign = 1.0 if sweep_lib.higher_is_better(metric) else -1.0
-  delta = sign * (focus_mean - other_mean)
-  pooled = math.sqrt((focus_sd**2 + other_sd**2) / 2.0)
-  if not (math.isfinite(delta) and math.isfinite(pooled)):
-    return Difference(delta, pooled, "n/a")
-  if pooled == 0.0:
-    verdict = "tie" if delta == 0 else ("win" if delta > 0 else "loss")
-  elif delta >= WIN_THRESHOLD_SDS * pooled:
-    verdict = "win"
-  elif delta <= -WIN_THRESHOLD_SDS * pooled:
-    verdict = "loss"
-  else:
-    verdict = "tie"
-  return Difference(delta, pooled, verdict)
+def paired_cell(comparison: verdict_lib.Comparison, scale: float) -> str:
+  """``mean (low to high), p: word`` of a paired difference."""
+  low, high = comparison.t_interval
+  return (
+    f"{comparison.mean * scale:+.3g} ({low * scale:+.3g} to "
+    f"{high * scale:+.3g}), p {comparison.p_holm:.2g}: {comparison.word}"
+  )
 
 
 def compared_table(
@@ -248,9 +246,9 @@ def compared_table(
   experiment: str,
   rates: dict[str, float],
   focus: str = FOCUS_ARM,
-) -> tuple[str, dict[str, dict[str, Difference]]]:
+) -> tuple[str, dict[str, verdict_lib.Comparison]]:
   """Each arm at its rate: best and final validation metric (and test
-  accuracy for the CNN), and the focus arm's difference from it.
+  accuracy for the CNN), and the focus arm's paired difference from it.
 
   Args:
     records: The runs at the compared rates (one rate per arm).
@@ -260,8 +258,9 @@ def compared_table(
     focus: The arm the others are compared with.
 
   Returns:
-    The markdown table and, per arm other than ``focus``, the
-    :class:`Difference` on each compared metric.
+    The markdown table and, per arm compared with ``focus``, the
+    :class:`~benchmarks.reproduce.verdict.Comparison` of the final
+    validation metric (see :func:`paired_comparisons`).
   """
   metric = sweep_lib.SELECTION_METRIC[experiment]
   x_key = sweep_lib.X_KEY[experiment]
@@ -273,7 +272,7 @@ def compared_table(
   compared = (
     ("best", "final", "test") if experiment == "cnn" else ("best", "final")
   )
-  differences: dict[str, dict[str, Difference]] = {}
+  comparisons = paired_comparisons(records, arms, experiment, focus)
   rows = []
   for arm in arms:
     row = [
@@ -284,18 +283,9 @@ def compared_table(
     row += [
       mean_sd(values[arm][k], scale=scale, digits=digits) for k in compared
     ]
-    if arm != focus and focus in values:
-      differences[arm] = {
-        k: difference(values[focus][k], values[arm][k], metric)
-        for k in compared
-      }
-      key = compared[-1] if experiment == "cnn" else "best"
-      d = differences[arm][key]
-      row.append(
-        f"{_fmt(d.delta, digits, scale)} ({_fmt(d.in_sds, 1)} sd): {d.verdict}"
-      )
-    else:
-      row.append("—")
+    row.append(
+      paired_cell(comparisons[arm], scale) if arm in comparisons else "—"
+    )
     rows.append(row)
   name = "val acc %" if experiment == "cnn" else "val loss"
   header = [
@@ -305,9 +295,9 @@ def compared_table(
     f"Best {name}",
     f"Final {name}",
     *(["Test acc %"] if experiment == "cnn" else []),
-    f"{display_name(focus)} ahead by ({'test acc' if experiment == 'cnn' else 'best val loss'})",
+    f"{display_name(focus)} minus it, final {name} (95% CI), Holm p: verdict",
   ]
-  return markdown_table(header, rows), differences
+  return markdown_table(header, rows), comparisons
 
 
 def sweep_table(choices: Sequence[sweep_lib.Choice]) -> str:
