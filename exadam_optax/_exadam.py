@@ -65,19 +65,17 @@ def scale_by_exadam(
   step size the logarithm is 1. With all three off this is
   :func:`optax.scale_by_adam`.
 
-  Numerics: the arithmetic is done in at least float32, whatever the dtype
-  of the updates (bfloat16 or float16 moments would lose the small terms),
-  and the results are cast back to the dtypes of the updates and the state.
-  The update equals the equations above, evaluated exactly, to float32
-  rounding wherever :math:`g_t^2`, :math:`m_t^2` and :math:`\tilde{v}_t`
-  fit the arithmetic's dtype: in float32, for gradients below about 1.3e19
-  (:math:`\tilde{v}_1 \approx (1+\beta_1) g_1^2`), and for ``eps`` above
-  about 1e-33 (below it, a subnormal :math:`m_t^2` flushed to zero would
-  count against ``eps``). Beyond that a square
-  overflows and the update of that element is NaN from then on, where
-  :func:`optax.scale_by_adam` freezes it at 0; clip such gradients, for
-  example with :func:`optax.clip_by_global_norm`. A NaN or infinite gradient
-  gives a NaN update, as in optax; skip such steps with
+  Numerics: the arithmetic is in at least float32 whatever the updates'
+  dtype, and the results are cast back to the updates' and the state's
+  dtypes. The update equals the exact equations to float32 rounding
+  wherever :math:`g_t^2`, :math:`m_t^2` and :math:`\tilde{v}_t` fit the
+  arithmetic's dtype (in float32: gradients below about 1.3e19, since
+  :math:`\tilde{v}_1 \approx (1+\beta_1) g_1^2`) and ``eps`` is above about
+  1e-33 (a subnormal :math:`m_t^2`, flushed to zero, would count against a
+  smaller one). Beyond that range a square overflows and the element's
+  updates are NaN from then on, where :func:`optax.scale_by_adam` freezes
+  it at 0: clip such gradients (:func:`optax.clip_by_global_norm`). A NaN
+  or infinite gradient gives a NaN update, as in optax; skip such steps with
   :func:`optax.apply_if_finite`.
 
   Args:
@@ -115,22 +113,31 @@ def scale_by_exadam(
     >>> print(state.count)
     1
   """
-  _check_decay_rate("b1", b1)
-  _check_decay_rate("b2", b2)
-  _check_eps(eps)
-  mu_dtype = _check_mu_dtype(mu_dtype)
+  for name, decay in (("b1", b1), ("b2", b2)):
+    _check(name, decay, lambda x: 0.0 <= x < 1.0, "in [0, 1)")
+  _check(
+    "eps",
+    eps,
+    lambda x: _TINY <= x < math.inf,
+    f"finite and at least {_TINY:.8g} (float32's smallest normal number)",
+  )
+  if mu_dtype is not None:
+    mu_dtype = jax.dtypes.canonicalize_dtype(mu_dtype)
+    if not jnp.issubdtype(mu_dtype, jnp.floating):
+      raise ValueError(
+        f"`mu_dtype` must be a real floating dtype such as jnp.float32, got"
+        f" {mu_dtype}."
+      )
 
   def init_fn(params):
-    for leaf in jax.tree.leaves(params):
-      _check_real_floating(leaf)
+    _check_leaves("parameters", params)
     mu = optax.tree.zeros_like(params, dtype=mu_dtype)
     nu = optax.tree.zeros_like(params)
     return ScaleByExAdamState(count=jnp.zeros([], jnp.int32), mu=mu, nu=nu)
 
   def update_fn(updates, state, params=None, **extra_args):
     del params, extra_args
-    for leaf in jax.tree.leaves(updates):
-      _check_real_floating(leaf)
+    _check_leaves("updates", updates)
     g = _at_least_float32(updates)
     mu = optax.tree.update_moment(g, _at_least_float32(state.mu), b1, 1)
     nu = optax.tree.update_moment_per_elem_norm(
@@ -184,12 +191,8 @@ def exadam(
 ) -> optax.GradientTransformationExtraArgs:
   r"""The EXAdam optimizer.
 
-  EXAdam changes Adam in three ways: debiasing terms that couple the first
-  and second moments, a gradient-acceleration term added to the momentum, and
-  a step size that grows as :math:`\ln(\sqrt{2}\sqrt{t+1})`. With
-  :math:`\alpha_t` the learning rate, :math:`\lambda` the weight decay and
-  :math:`u_t` the updates of :func:`exadam_optax.scale_by_exadam`, each step
-  is
+  With :math:`\alpha_t` the learning rate, :math:`\lambda` the weight decay
+  and :math:`u_t` the updates of :func:`scale_by_exadam`, each step is
 
   .. math::
 
@@ -199,7 +202,6 @@ def exadam(
   The weight decay is decoupled as in :func:`optax.adamw` and, as in the
   authors' code, scaled by the learning rate but not by the dynamic step
   size. With the three switches off, ``exadam`` is :func:`optax.adamw`.
-
   EXAdam's steps are several times longer than Adam's at the same learning
   rate: start from about a tenth of a rate that works for Adam.
 
@@ -210,15 +212,12 @@ def exadam(
       gradients.
     eps: Term added to the denominators to improve numerical stability.
     weight_decay: Strength of the decoupled weight decay.
-    mask: A tree with the same structure as (or a prefix of) the params tree,
-      or a callable that returns such a tree given the params; its boolean
-      leaves say which parameters the weight decay applies to.
-    mu_dtype: Optional dtype of the first moment accumulator; if ``None``,
-      the dtype of the parameters.
-    cross_moment_debiasing: Whether to use EXAdam's coupled debiasing terms.
-    gradient_acceleration: Whether to add the gradient-acceleration term.
-    dynamic_step_size: Whether to scale the step by
-      :math:`\ln(\sqrt{2}\sqrt{t+1})`.
+    mask: A tree like the params (or a prefix of it), or a callable giving
+      one, whose boolean leaves say where the weight decay applies.
+    mu_dtype: Optional dtype of the first moment accumulator.
+    cross_moment_debiasing: See :func:`scale_by_exadam`.
+    gradient_acceleration: See :func:`scale_by_exadam`.
+    dynamic_step_size: See :func:`scale_by_exadam`.
 
   Returns:
     The corresponding :class:`optax.GradientTransformationExtraArgs`.
@@ -235,10 +234,8 @@ def exadam(
     >>> def f(x): return jnp.sum(x ** 2)  # simple quadratic function
     >>> solver = exadam_optax.exadam(learning_rate=0.003)
     >>> params = jnp.array([1., 2., 3.])
-    >>> print('Objective function: ', f(params))
-    Objective function:  14.0
     >>> opt_state = solver.init(params)
-    >>> for _ in range(5):
+    >>> for _ in range(3):
     ...  grad = jax.grad(f)(params)
     ...  updates, opt_state = solver.update(grad, opt_state, params)
     ...  params = optax.apply_updates(params, updates)
@@ -246,16 +243,12 @@ def exadam(
     Objective function: 1.36E+01
     Objective function: 1.33E+01
     Objective function: 1.31E+01
-    Objective function: 1.28E+01
-    Objective function: 1.26E+01
   """
   for name, value in (
     ("learning_rate", learning_rate),
     ("weight_decay", weight_decay),
   ):
-    number = None if callable(value) else _scalar(name, value)
-    if number is not None and not 0.0 <= number < math.inf:
-      raise ValueError(f"`{name}` must be finite and >= 0, got {number!r}.")
+    _check(name, value, lambda x: 0.0 <= x < math.inf, "finite and >= 0")
   return optax.chain(
     scale_by_exadam(
       b1=b1,
@@ -295,55 +288,36 @@ def _power_and_complement(decay, t):
   return jnp.exp(exponent), -jnp.expm1(exponent)
 
 
-# Checks of hyperparameters known at construction; traced values (under
-# optax.inject_hyperparams) pass unchecked.
+_TINY = float(jnp.finfo(jnp.float32).smallest_normal)
 
 
-def _scalar(name: str, value) -> float | None:
-  """``value`` as a Python float, or ``None`` if it is traced."""
-  if isinstance(value, jax.core.Tracer):
-    return None
+def _check(name: str, value, valid: Callable[[float], bool], rule: str):
+  """Raises a one-line ``ValueError`` unless ``valid(value)``.
+
+  Only values known at construction are checked: schedules and traced
+  values (under ``optax.inject_hyperparams``) pass.
+  """
+  if callable(value) or isinstance(value, jax.core.Tracer):
+    return
   if jnp.ndim(value) != 0 or jnp.iscomplexobj(value):
     raise ValueError(f"`{name}` must be a real scalar, got {value!r}.")
-  return float(value)
-
-
-def _check_decay_rate(name: str, value) -> None:
-  number = _scalar(name, value)
-  if number is not None and not 0.0 <= number < 1.0:
+  if not valid(float(value)):
     hint = ""
-    if getattr(value, "dtype", jnp.float32) in (jnp.bfloat16, jnp.float16):
+    if getattr(value, "dtype", None) in (jnp.bfloat16, jnp.float16):
       hint = (
         f" It arrived as {value.dtype}: optax.inject_hyperparams casts"
-        " hyperparameters to the parameters' dtype, which rounds 0.999 to"
-        " 1.0; pass hyperparam_dtype=jnp.float32 to it."
+        " hyperparameters to the parameters' dtype (0.999 becomes 1.0); pass"
+        " hyperparam_dtype=jnp.float32 to it."
       )
-    raise ValueError(f"`{name}` must be in [0, 1), got {number!r}.{hint}")
+    raise ValueError(f"`{name}` must be {rule}, got {float(value)!r}.{hint}")
 
 
-def _check_eps(value) -> None:
-  number = _scalar("eps", value)
-  tiny = float(jnp.finfo(jnp.float32).smallest_normal)
-  if number is not None and not tiny <= number < math.inf:
-    raise ValueError(
-      f"`eps` must be finite and at least {tiny:.8g} (float32's smallest"
-      f" normal number), got {number!r}."
-    )
-
-
-def _check_mu_dtype(mu_dtype):
-  if mu_dtype is None:
-    return None
-  dtype = jax.dtypes.canonicalize_dtype(mu_dtype)
-  if not jnp.issubdtype(dtype, jnp.floating):
-    raise ValueError(f"`mu_dtype` must be a real floating dtype, got {dtype}.")
-  return dtype
-
-
-def _check_real_floating(leaf) -> None:
-  dtype = jnp.result_type(leaf)
-  if not jnp.issubdtype(dtype, jnp.floating):
-    raise ValueError(
-      f"EXAdam takes real floating-point parameters and updates, got {dtype};"
-      " leave such leaves out with optax.masked or optax.multi_transform."
-    )
+def _check_leaves(what: str, tree) -> None:
+  for leaf in jax.tree.leaves(tree):
+    dtype = jnp.result_type(leaf)
+    if not jnp.issubdtype(dtype, jnp.floating):
+      raise ValueError(
+        f"EXAdam takes real floating-point {what}, got a leaf of dtype"
+        f" {dtype}: leave such leaves out with optax.masked or"
+        " optax.multi_transform."
+      )

@@ -209,7 +209,7 @@ def paired_comparisons(
   if focus not in arms:
     return {}
   values = {
-    arm: verdict_lib.primary_values(records, experiment, arm) for arm in arms
+    arm: verdict_lib.validation_values(records, experiment, arm) for arm in arms
   }
   found = []
   for arm in arms:

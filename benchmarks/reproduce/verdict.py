@@ -169,7 +169,10 @@ def compare(
   n = differences.size
   mean = float(differences.mean())
   sd = float(differences.std(ddof=1))
-  sem = sd / math.sqrt(n)
+  # Differences equal to rounding (as in constructed examples) have no
+  # spread: the t-test would divide rounding noise by itself.
+  constant = np.ptp(differences) <= 1e-12 * np.abs(differences).max()
+  sem = 0.0 if constant else sd / math.sqrt(n)
 
   def t_interval(confidence: float) -> tuple[float, float]:
     if sem == 0.0:
@@ -233,27 +236,23 @@ def adjust(comparisons: Sequence[Comparison]) -> list[Comparison]:
   ]
 
 
-def primary_values(
-  records: Sequence[dict[str, Any]], experiment: str, arm: str
+def validation_values(
+  records: Sequence[dict[str, Any]],
+  experiment: str,
+  arm: str,
+  *,
+  best: bool = False,
 ) -> dict[int, float]:
-  """Per seed, ``arm``'s validation metric at its last evaluation."""
+  """Per seed, ``arm``'s validation metric at its last evaluation (the
+  primary metric), or with ``best`` its best during training."""
   metric = sweep_lib.SELECTION_METRIC[experiment]
   curves = records_lib.seed_curves(
     records, arm, metric, sweep_lib.X_KEY[experiment]
   )
-  return dict(zip(curves.seeds, map(float, curves.last), strict=True))
-
-
-def best_values(
-  records: Sequence[dict[str, Any]], experiment: str, arm: str
-) -> dict[int, float]:
-  """Per seed, ``arm``'s best validation metric during training."""
-  metric = sweep_lib.SELECTION_METRIC[experiment]
-  curves = records_lib.seed_curves(
-    records, arm, metric, sweep_lib.X_KEY[experiment]
+  values = (
+    sweep_lib.best_over_training(curves.values, metric) if best else curves.last
   )
-  best = sweep_lib.best_over_training(curves.values, metric)
-  return dict(zip(curves.seeds, map(float, best), strict=True))
+  return dict(zip(curves.seeds, map(float, values), strict=True))
 
 
 def test_accuracy_values(
@@ -276,7 +275,7 @@ def reach_points(
   metric = sweep_lib.SELECTION_METRIC[experiment]
   x_key = sweep_lib.X_KEY[experiment]
   curves = records_lib.seed_curves(records, arm, metric, x_key)
-  targets = primary_values(records, experiment, other)
+  targets = validation_values(records, experiment, other)
   points = {}
   for seed, values in zip(curves.seeds, curves.values, strict=True):
     if seed in targets:
@@ -298,7 +297,7 @@ def experiment_verdict(
   """
   arms = set(records_lib.arms_in_order(records))
   metric = sweep_lib.SELECTION_METRIC[experiment]
-  values = {arm: primary_values(records, experiment, arm) for arm in arms}
+  values = {arm: validation_values(records, experiment, arm) for arm in arms}
   return adjust(
     [
       compare(

@@ -185,7 +185,9 @@ def arms_table(experiment: Experiment) -> str:
   rows = []
   for arm in ARMS:
     values = list(
-      verdict.primary_values(experiment.records, experiment.name, arm).values()
+      verdict.validation_values(
+        experiment.records, experiment.name, arm
+      ).values()
     )
     mean, sd = records_lib.mean_and_std(values)
     rows.append(
@@ -239,7 +241,12 @@ def secondary_table(experiment: Experiment) -> str:
   """Paired differences of the secondary metrics, with 95% t intervals."""
   name, records = experiment.name, experiment.records
   scale, _ = _scale(name)
-  metrics = [("best validation", verdict.best_values)]
+  metrics = [
+    (
+      "best validation",
+      lambda r, n, arm: verdict.validation_values(r, n, arm, best=True),
+    )
+  ]
   if name == "cnn":
     metrics.append(
       ("test accuracy", lambda r, _, arm: verdict.test_accuracy_values(r, arm))
