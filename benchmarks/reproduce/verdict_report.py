@@ -28,7 +28,7 @@ from typing import Any
 
 import jax.numpy as jnp
 
-from benchmarks.reproduce import plots, report, sweep, verdict
+from benchmarks.reproduce import plots, report, sweep, tables, verdict
 from benchmarks.reproduce import records as records_lib
 from benchmarks.reproduce.presets import display_name
 from benchmarks.step_cost import trees
@@ -189,13 +189,12 @@ def arms_table(experiment: Experiment) -> str:
         experiment.records, experiment.name, arm
       ).values()
     )
-    mean, sd = records_lib.mean_and_std(values)
     rows.append(
       [
         display_name(arm),
         f"{experiment.rates[arm]:.3g}",
         str(len(values)),
-        f"{mean * scale:.{digits}f} ± {sd * scale:.{digits}f}",
+        tables.mean_sd(values, scale=scale, digits=digits),
       ]
     )
   what = (
