@@ -9,6 +9,7 @@ import os
 import pathlib
 import platform
 import shlex
+import subprocess
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -45,6 +46,7 @@ def environment() -> dict[str, Any]:
     "flax": flax.__version__,
     "numpy": np.__version__,
     "exadam_optax": exadam_optax.__version__,
+    **source_commit(),
     "xla_flags": os.environ.get("XLA_FLAGS", ""),
     "load_average": host_load(),
     "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(
@@ -75,6 +77,34 @@ def write_results(
   md_path.write_text(text, encoding="utf-8")
   print(f"Wrote {json_path} and {md_path}", flush=True)
   return json_path, md_path
+
+
+def source_commit() -> dict[str, Any]:
+  """The git commit of the code that ran, and whether its tracked files differ.
+
+  Results are kept only if they can be traced to the code that made them;
+  outside a git checkout (an installed wheel) both are None.
+  """
+  checkout = pathlib.Path(__file__).resolve().parent
+
+  def git(*args: str) -> str | None:
+    try:
+      done = subprocess.run(
+        ["git", "-C", str(checkout), *args],
+        capture_output=True,
+        text=True,
+        check=True,
+      )
+    except (OSError, subprocess.CalledProcessError):
+      return None
+    return done.stdout.strip()
+
+  commit = git("rev-parse", "HEAD")
+  changes = git("status", "--porcelain", "--untracked-files=no")
+  return {
+    "commit": commit,
+    "commit_modified": None if changes is None else bool(changes),
+  }
 
 
 def host_load() -> list[float] | None:

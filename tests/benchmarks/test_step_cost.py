@@ -1,6 +1,8 @@
 """Smoke tests of the step-cost benchmark on tiny trees (no timing claims)."""
 
 import json
+import pathlib
+import subprocess
 
 import jax
 import jax.numpy as jnp
@@ -9,6 +11,7 @@ import pytest
 
 import exadam_optax
 from benchmarks.step_cost import cli, hlo, trees
+from benchmarks.step_cost import report as report_lib
 
 SIZES = (1000, 2500)
 HLO_SIZE = 4096
@@ -229,3 +232,16 @@ def test_the_timed_exadam_follows_the_paper():
   np.testing.assert_allclose(
     updates, -cli.LEARNING_RATE * outputs[0], rtol=1e-6
   )
+
+
+def test_environment_names_the_commit_that_ran():
+  root = pathlib.Path(__file__).resolve().parents[2]
+  head = subprocess.run(
+    ["git", "-C", str(root), "rev-parse", "HEAD"],
+    capture_output=True,
+    text=True,
+    check=True,
+  ).stdout.strip()
+  environment = report_lib.environment()
+  assert environment["commit"] == head
+  assert isinstance(environment["commit_modified"], bool)
