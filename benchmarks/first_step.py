@@ -28,7 +28,11 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from benchmarks.step_cost.report import environment, write_results
+from benchmarks.step_cost.report import (
+  environment,
+  environment_line,
+  write_results,
+)
 
 TRAINERS = {
   "mingpt": "examples.mingpt.train",
@@ -113,9 +117,7 @@ def markdown(report: dict[str, Any]) -> str:
     "",
     f"Command: `{report['command']}`",
     "",
-    f"Device: {env['device_kind']}, {env['cpu_count']} CPUs; jax "
-    f"{env['jax']}, flax {env['flax']}, optax {env['optax']}; "
-    f"{env['date_utc']}; load average at the start {env['load_average']}.",
+    environment_line(env),
     "",
     f"Each trainer run {report['runs']} times in a row with "
     f"`{report['trainer_args']}`, sharing a compilation cache folder that "

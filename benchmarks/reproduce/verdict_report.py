@@ -333,14 +333,23 @@ def rate_rule_table(experiment: Experiment) -> str:
 
 def _seeds_line(experiment: Experiment) -> str:
   seeds = experiment.seeds
-  status = (
-    "all the planned seeds"
-    if len(seeds) >= PLANNED_SEEDS
-    else f"{len(seeds)} of the {PLANNED_SEEDS} planned; the runs continue"
+  extra = len(seeds) - PLANNED_SEEDS
+  if extra < 0:
+    status = f"{len(seeds)} of the {PLANNED_SEEDS} planned; the runs continue"
+  else:
+    status = f"the {PLANNED_SEEDS} planned" + (
+      f" and {extra} more" if extra else ""
+    )
+  commits = sorted(
+    {
+      str(report.read_run_info(folder)["environment"].get("commit"))[:7]
+      for folder in experiment.folders
+    }
   )
   return (
     f"Final seeds {seeds[0]} to {seeds[-1]} ({status}), the same for every "
-    f"arm; rates tuned on the sweep seeds {experiment.sweep_seeds}."
+    f"arm; rates tuned on the sweep seeds {experiment.sweep_seeds}; code at "
+    f"commit {', '.join(commits)}."
   )
 
 
@@ -424,6 +433,8 @@ def readme_block(experiments: dict[str, Experiment | None]) -> str:
     lines += [
       f"**{TITLES[name]}** ({scale_line(experiment)[:-1]}; "
       f"{len(experiment.seeds)} paired seeds):",
+      "",
+      arms_table(experiment),
       "",
       comparisons_table(experiment, full=False),
       "",

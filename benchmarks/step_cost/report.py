@@ -107,6 +107,27 @@ def source_commit() -> dict[str, Any]:
   }
 
 
+def environment_line(env: Mapping[str, Any], *extra: str) -> str:
+  """The reports' one line on the device, versions, date and load.
+
+  Args:
+    env: an :func:`environment` dict.
+    *extra: further versions to name after optax's (e.g. ``"torch 2.5"``).
+  """
+  versions = ", ".join(
+    [
+      f"jax {env['jax']}",
+      f"flax {env['flax']}",
+      f"optax {env['optax']}",
+      *extra,
+    ]
+  )
+  return (
+    f"Device: {env['device_kind']}, {env['cpu_count']} CPUs; {versions}; "
+    f"{env['date_utc']}; load average at the start {env['load_average']}."
+  )
+
+
 def host_load() -> list[float] | None:
   """The host's 1, 5 and 15 minute load averages, where the OS reports them.
 

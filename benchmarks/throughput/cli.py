@@ -42,7 +42,11 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.step_cost.report import environment, write_results
+from benchmarks.step_cost.report import (
+  environment,
+  environment_line,
+  write_results,
+)
 from benchmarks.throughput import torch_peer, worker
 
 MODELS = ("gpt", "cnn")
@@ -202,10 +206,9 @@ def markdown(report: dict[str, Any]) -> str:
     "",
     f"Command: `{report['command']}`",
     "",
-    f"Device: {env['device_kind']}, {env['cpu_count']} CPUs; jax "
-    f"{env['jax']}, flax {env['flax']}, optax {env['optax']}, "
-    f"torch {report.get('torch_version', 'not installed')}; "
-    f"{env['date_utc']}; load average at the start {env['load_average']}.",
+    environment_line(
+      env, f"torch {report.get('torch_version', 'not installed')}"
+    ),
     "",
     "One training step as the trainers run it (forward, backward, optimizer; "
     "the CNN's step includes its augmentation), float32, batch of the preset. "

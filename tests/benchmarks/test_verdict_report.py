@@ -20,6 +20,7 @@ def _seed_folder(results, seed, finals, finished=True):
   protocol = PRESETS["cpu-long"].with_schedule("cosine", 0.05, 0.1)
   info = {
     "stages": {"gpt-final": {}} if finished else {},
+    "environment": {"commit": "0123456789abcdef"},
     "experiments": {
       "gpt": {
         "protocol": json.loads(
@@ -91,6 +92,7 @@ def test_page_and_block_from_seed_folders(tmp_path):
   assert verdict_report.load("cnn", tmp_path) is None
   page = verdict_report.page({"gpt": experiment, "cnn": None})
   assert "5 of the 10 planned; the runs continue" in page
+  assert "code at commit 0123456." in page
   assert "MinGPT with 112,193 parameters on tiny Shakespeare" in page
   exadam_adam = experiment.comparisons[0]
   assert abs(exadam_adam.mean + 0.05) < 0.005
