@@ -317,6 +317,36 @@ _CPU_LONG_GRIDS = {
   },
 }
 
+
+def _cpu_cnn(preset: str, epochs: int) -> cnn_configs.Config:
+  """The CPU presets' CNN protocol, ``epochs`` long.
+
+  It keeps the paper's batch 128 and augmentation, which the trainer's tiny
+  preset drops to finish in a minute, and trains on 4,096 images.
+  """
+  return dataclasses.replace(
+    cnn_configs.PRESETS["tiny"],
+    preset=preset,
+    batch_size=128,
+    augment=True,
+    epochs=epochs,
+    max_train_images=4096,
+    val_size=2000,
+    plateau_patience=2,
+  )
+
+
+def _cpu_gpt(preset: str, iters: int) -> gpt_configs.Config:
+  """The CPU presets' MinGPT protocol, ``iters`` iterations long."""
+  return dataclasses.replace(
+    gpt_configs.PRESETS["tiny"],
+    preset=preset,
+    iters=iters,
+    eval_interval=250,
+    eval_iters=40,
+  )
+
+
 PRESETS: dict[str, Preset] = {
   "paper": Preset(
     name="paper",
@@ -331,30 +361,13 @@ PRESETS: dict[str, Preset] = {
       for experiment in EXPERIMENTS
     },
   ),
-  # The CNN protocols keep the paper's batch 128 and augmentation, which the
-  # trainer's tiny preset drops to finish in a minute.
   "cpu": Preset(
     name="cpu",
     description=(
       "The tiny models trained until they stop improving, on two CPU cores."
     ),
-    cnn=dataclasses.replace(
-      cnn_configs.PRESETS["tiny"],
-      preset="cpu",
-      batch_size=128,
-      augment=True,
-      epochs=6,
-      max_train_images=4096,
-      val_size=2000,
-      plateau_patience=2,
-    ),
-    gpt=dataclasses.replace(
-      gpt_configs.PRESETS["tiny"],
-      preset="cpu",
-      iters=2000,
-      eval_interval=250,
-      eval_iters=40,
-    ),
+    cnn=_cpu_cnn("cpu", epochs=6),
+    gpt=_cpu_gpt("cpu", iters=2000),
     grids=_CPU_GRIDS,
   ),
   "cpu-long": Preset(
@@ -365,23 +378,8 @@ PRESETS: dict[str, Preset] = {
     # The CNN on the `cpu` preset's 4,096 images, so that the long run
     # extends the 6-epoch one; 24 epochs of 8,192 images would take about
     # six hours to sweep on one core (benchmarks/results/cpu/commands.txt).
-    cnn=dataclasses.replace(
-      cnn_configs.PRESETS["tiny"],
-      preset="cpu-long",
-      batch_size=128,
-      augment=True,
-      epochs=20,
-      max_train_images=4096,
-      val_size=2000,
-      plateau_patience=2,
-    ),
-    gpt=dataclasses.replace(
-      gpt_configs.PRESETS["tiny"],
-      preset="cpu-long",
-      iters=5000,
-      eval_interval=250,
-      eval_iters=40,
-    ),
+    cnn=_cpu_cnn("cpu-long", epochs=20),
+    gpt=_cpu_gpt("cpu-long", iters=5000),
     grids=_CPU_LONG_GRIDS,
   ),
   "paper-tuned": Preset(

@@ -63,25 +63,7 @@ def _jax_step(model: str, preset: str):
       augment=paper.augment,
     )
     build = lambda rngs: CNN(config.model, rngs=rngs)  # noqa: E731
-  else:
-    from examples.mingpt import configs, data, train
-    from examples.mingpt.model import MinGPT
-
-    config = configs.PRESETS[preset]
-    corpus = data.load_text()
-    build = lambda rngs: MinGPT(config.model, corpus.vocab_size, rngs=rngs)  # noqa: E731
-  optimizer = optimizers.make_optimizer(config.optimizer, config.lr)
-  graphdef, state = train_state.init_train_state(build, optimizer, 0, mesh)
-  if model == "cnn":
-    step = jax.jit(
-      functools.partial(
-        train.train_step,
-        graphdef=graphdef,
-        update=optimizer.update,
-        augment=config.augment,
-      ),
-      donate_argnums=0,
-    )
+    step_options = {"augment": config.augment}
     rng = np.random.default_rng(0)
     images = rng.integers(
       0, 256, (config.batch_size, 32, 32, 3), dtype=np.uint8
@@ -90,18 +72,29 @@ def _jax_step(model: str, preset: str):
     args = sharding.replicate(mesh, (images, labels))
     per_step = config.batch_size
   else:
-    step = jax.jit(
-      functools.partial(
-        train.train_step,
-        graphdef=graphdef,
-        update=optimizer.update,
-        batch_size=config.batch_size,
-        block_size=config.model.block_size,
-      ),
-      donate_argnums=0,
-    )
+    from examples.mingpt import configs, data, train
+    from examples.mingpt.model import MinGPT
+
+    config = configs.PRESETS[preset]
+    corpus = data.load_text()
+    build = lambda rngs: MinGPT(config.model, corpus.vocab_size, rngs=rngs)  # noqa: E731
+    step_options = {
+      "batch_size": config.batch_size,
+      "block_size": config.model.block_size,
+    }
     args = (sharding.replicate(mesh, corpus.train),)
     per_step = config.batch_size * config.model.block_size
+  optimizer = optimizers.make_optimizer(config.optimizer, config.lr)
+  graphdef, state = train_state.init_train_state(build, optimizer, 0, mesh)
+  step = jax.jit(
+    functools.partial(
+      train.train_step,
+      graphdef=graphdef,
+      update=optimizer.update,
+      **step_options,
+    ),
+    donate_argnums=0,
+  )
   holder = {"state": state}
 
   def run() -> None:

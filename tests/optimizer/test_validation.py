@@ -5,9 +5,12 @@ import re
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+import optax
 import pytest
 
 import exadam_optax
+from tests.optimizer import exadam_reference, problems
 
 BAD_HYPERPARAMETERS = [
   (dict(learning_rate=-1e-3), "learning_rate", ">= 0"),
@@ -38,10 +41,49 @@ def test_scale_by_exadam_validates_too():
 
 
 def test_boundary_values_are_accepted():
-  exadam_optax.exadam(learning_rate=0.0, b1=0.0, b2=0.0, weight_decay=0.0)
-  exadam_optax.exadam(
-    learning_rate=lambda count: -1.0
-  )  # schedules are not called
+  """The ends of the allowed ranges give the float64 transcription's steps."""
+  calls = []
+
+  def negative_schedule(count):
+    calls.append(count)
+    return -1.0
+
+  boundaries = [
+    dict(learning_rate=0.0, b1=0.0, b2=0.0, weight_decay=0.0),
+    dict(learning_rate=1e-3, b1=0.0, b2=0.0),
+    dict(learning_rate=1e-3, eps=float(jnp.finfo(jnp.float32).smallest_normal)),
+    # Schedules are not called at construction, and their values are not
+    # checked: a negative rate is applied as it is.
+    dict(learning_rate=negative_schedule, weight_decay=1e-2),
+  ]
+  names = sorted(problems.LEAVES)
+  initial = problems.initial_params()
+  stream = problems.gradient_stream(6)
+  for hyperparams in boundaries:
+    calls.clear()
+    opt = exadam_optax.exadam(**hyperparams)
+    assert calls == []
+    with jax.enable_x64(True):
+      params = jax.tree.map(jnp.asarray, initial)
+      state = opt.init(params)
+      got = []
+      for grads in stream:
+        updates, state = opt.update(
+          jax.tree.map(jnp.asarray, grads), state, params
+        )
+        params = optax.apply_updates(params, updates)
+        got.append(jax.device_get(updates))
+    _, deltas = exadam_reference.exadam_reference(
+      [initial[n] for n in names],
+      [[grads[n] for n in names] for grads in stream],
+      **hyperparams,
+    )
+    for t, (updates, delta) in enumerate(zip(got, deltas, strict=True)):
+      what = f"{hyperparams}, update at step {t + 1}"
+      assert all(np.all(np.isfinite(u)) for u in updates.values()), what
+      problems.assert_close_to_leaf_scale(
+        updates, dict(zip(names, delta, strict=True)), 1e-12, what
+      )
 
 
 def test_non_scalar_hyperparameter_is_refused():
