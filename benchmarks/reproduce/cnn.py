@@ -6,8 +6,12 @@ training images in :func:`~examples.cifar10.train.epoch_order`, every step is
 :func:`~examples.cifar10.train.train_step`, and after each epoch the mean
 validation loss and accuracy (:func:`~examples.cifar10.train.eval_step` over
 :func:`~examples.cifar10.train.padded_batches`) drive PyTorch's
-``ReduceLROnPlateau`` (one scheduler per run, on the host); after the last
-epoch the test set is evaluated.
+``ReduceLROnPlateau`` (one scheduler per run, on the host, made by
+:func:`~examples.cifar10.train.plateau_scheduler` and stepped by
+:func:`~examples.cifar10.train.step_plateau`); after the last epoch the test
+set is evaluated. Each run's records are the trainer's
+(:func:`~examples.cifar10.train.epoch_record`,
+:func:`~examples.cifar10.train.final_record`) with the run's identity added.
 
 Unlike the trainer, the runs of an arm are stacked along a leading run axis
 and trained by vmapped calls (one per epoch, a ``lax.scan`` over its steps,
@@ -39,12 +43,7 @@ from examples.common import plateau, sharding
 
 def load(protocol: configs.Config, data_dir: str | None, download: bool):
   """CIFAR-10 split and limited as ``protocol`` asks."""
-  dataset = data_lib.load_cifar10(
-    data_dir,
-    download=download,
-    val_size=protocol.val_size,
-    verify=protocol.verify_data,
-  )
+  dataset = cnn_train.load(protocol, data_dir, download)
   return data_lib.limit_train_images(dataset, protocol.max_train_images)
 
 
@@ -210,11 +209,7 @@ class CNNRunGroup:
       "test": len(dataset.test_images),
     }
     self.schedulers = [
-      plateau.ReduceLROnPlateau(
-        learning_rate=float(rate),
-        factor=protocol.plateau_factor,
-        patience=protocol.plateau_patience,
-      )
+      cnn_train.plateau_scheduler(protocol, float(rate))
       for rate in self.batched.learning_rates()
     ]
     self.chunks_done = 0
@@ -291,32 +286,33 @@ class CNNRunGroup:
     val_loss, val_acc = self._evaluate_split("val")
     self.chunks_done += 1
     examples = self.steps_per_epoch * self.protocol.batch_size
-    records = []
-    for index, run in enumerate(self.runs):
-      records.append(
-        {
-          **run.identity(),
-          "experiment": CNN,
-          "kind": "eval",
-          "epoch": self.chunks_done,
-          "step": self.chunks_done * self.steps_per_epoch,
-          "train_loss": float(np.mean(losses[index], dtype=np.float64)),
-          "train_acc": float(np.sum(correct[index])) / examples,
-          "val_loss": float(val_loss[index]),
-          "val_acc": float(val_acc[index]),
-          "lr": float(used_rates[index])
-          * self.batched.schedule.at(
-            self.chunks_done * self.steps_per_epoch - 1
+    schedule_factor = self.batched.schedule.at(self.position - 1)
+    records = [
+      {
+        **run.identity(),
+        "experiment": CNN,
+        "kind": "eval",
+        **cnn_train.epoch_record(
+          self.chunks_done,
+          self.steps_per_epoch,
+          (
+            float(np.mean(losses[index], dtype=np.float64)),
+            float(np.sum(correct[index])) / examples,
           ),
-        }
-      )
-    previous = [scheduler.learning_rate for scheduler in self.schedulers]
-    new_rates = [
-      scheduler.step(record["val_loss"])
+          (float(val_loss[index]), float(val_acc[index])),
+          float(used_rates[index]) * schedule_factor,
+        ),
+      }
+      for index, run in enumerate(self.runs)
+    ]
+    lowered = [
+      cnn_train.step_plateau(scheduler, record["val_loss"])
       for scheduler, record in zip(self.schedulers, records, strict=True)
     ]
-    if new_rates != previous:
-      self.batched.set_learning_rates(new_rates)
+    if any(lowered):
+      self.batched.set_learning_rates(
+        [scheduler.learning_rate for scheduler in self.schedulers]
+      )
     return records
 
   def finish(self) -> list[dict[str, Any]]:
@@ -327,10 +323,11 @@ class CNNRunGroup:
         **run.identity(),
         "experiment": CNN,
         "kind": "final",
-        "epoch": self.chunks_done,
-        "step": self.chunks_done * self.steps_per_epoch,
-        "test_loss": float(test_loss[index]),
-        "test_acc": float(test_acc[index]),
+        **cnn_train.final_record(
+          self.chunks_done,
+          self.steps_per_epoch,
+          (float(test_loss[index]), float(test_acc[index])),
+        ),
       }
       for index, run in enumerate(self.runs)
     ]

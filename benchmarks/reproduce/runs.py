@@ -26,6 +26,7 @@ because what is fast differs by platform (measured on two CPU cores, see
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -113,16 +114,19 @@ class Execution:
     return cls(run_batch=run_batch, scan_chunks=not on_cpu)
 
 
+@functools.cache
 def make_arm_optimizer(
-  arm: Arm, learning_rate: float, schedule: optimizers.Schedule | None = None
+  arm: Arm, schedule: optimizers.Schedule
 ) -> optax.GradientTransformationExtraArgs:
-  """The registry optimizer of ``arm`` with its learning rate in the state.
+  """The registry optimizer of ``arm``, one object per arm and schedule.
 
-  The ``update`` function does not depend on ``learning_rate``, so every run
-  of an arm shares it.
+  Its injected learning rate is a placeholder (1) that each run replaces
+  after initialisation (:func:`init_run_state`). Its ``update`` reads the
+  rate from the state only, so every run of an arm shares this one object,
+  and the jitted steps, cached by ``update``, compile once per arm.
   """
   return optimizers.make_optimizer(
-    arm.optimizer, learning_rate, switches=arm.switches, schedule=schedule
+    arm.optimizer, 1.0, switches=arm.switches, schedule=schedule
   )
 
 
@@ -173,7 +177,7 @@ def init_run_state(
     ``(graphdef, state, update)``.
   """
   # One init program per arm: the rate is set after initialisation.
-  optimizer = make_arm_optimizer(run.arm, 1.0, schedule)
+  optimizer = make_arm_optimizer(run.arm, schedule or optimizers.Schedule())
   graphdef, state = train_state_lib.init_train_state(
     build_model, optimizer, run.seed, mesh
   )

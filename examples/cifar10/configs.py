@@ -24,15 +24,15 @@ class Config(config_lib.RunConfig):
   model: CNNConfig = dataclasses.field(default_factory=CNNConfig)
   """The network: widths, dense layer, dropout, variant."""
   batch_size: int = 128
-  """Global batch size of training and evaluation (a multiple of the number
-  of devices)."""
+  """Global batch size of training and evaluation.
+  A multiple of the number of devices."""
   epochs: int = 100
   """Training epochs."""
   val_size: int = 10_000
   """Training images held out for validation, from the end."""
   max_train_images: int | None = None
-  """Train on at most the first N of the other training images (default:
-  all, the paper's 40,000)."""
+  """Train on at most the first N of the other training images.
+  None: all, the paper's 40,000."""
   augment: bool = True
   """Randomly flip and warp the training images."""
   plateau_factor: float = 0.1

@@ -106,70 +106,67 @@ def _torch_bias_init(fan_in: int) -> jax.nn.initializers.Initializer:
 class CNNConfig:
   """Hyperparameters of :class:`CNN`.
 
-  Attributes:
-    widths: number of filters of each convolutional block; every block halves
-      the image side, so at most 5 blocks fit a 32x32 image.
-    dense_features: width of the dense hidden layer.
-    dropout_rate: dropout probability after each block (and, in the
-      ``"paper"`` variant, after the dense hidden layer).
-    variant: ``"paper"`` for the architecture the paper describes,
-      ``"notebook"`` for the one the authors' notebook computes (see the
-      module docstring).
-    num_classes: number of output logits.
-    dtype: name of the computation dtype (``"bfloat16"`` for mixed precision).
-    param_dtype: name of the dtype of the parameters and batch statistics.
+  Each field's docstring is also its option's ``--help`` in the trainer
+  (:mod:`examples.common.cli`), so it is written as plain sentences, each
+  line ending one.
 
   Raises:
-    ValueError: if a field is out of range (checked on construction).
+    ValueError: If a field is out of range (checked on construction), saying
+      what to change.
   """
 
   widths: tuple[int, ...] = (64, 128, 256)
+  """Filters of each convolutional block, one number per block.
+  Each block halves the image side, so at most 5 blocks fit a 32x32 image."""
   dense_features: int = 128
+  """Width of the dense hidden layer."""
   dropout_rate: float = 0.25
+  """Dropout probability after each block, in [0, 1).
+  The paper variant also applies it after the dense hidden layer."""
   variant: CNNVariant = "paper"
+  """Architecture: the paper's (paper) or the authors' notebook's (notebook).
+  The notebook's blocks apply one entry convolution instead of two.
+  It has no dropout after the dense hidden layer."""
   num_classes: int = 10
+  """Number of classes, one output logit each."""
   dtype: str = "float32"
+  """Computation dtype (bfloat16 for mixed precision)."""
   param_dtype: str = "float32"
+  """Dtype of the parameters and batch statistics."""
 
   def __post_init__(self) -> None:
     if not isinstance(self.widths, tuple | list):
       raise ValueError(
-        "CNNConfig.widths must be a tuple of filter counts, one per block, "
+        "widths must be a tuple of filter counts, one per block, "
         f"got {self.widths!r}."
       )
     widths = tuple(self.widths)
     if not widths:
-      raise ValueError("CNNConfig.widths must name at least one block, got ().")
-    for width in widths:
-      config_lib.check_positive("CNNConfig.widths entries", width)
+      raise ValueError("widths must name at least one block, got ().")
+    for index, width in enumerate(widths):
+      config_lib.check_positive(f"widths[{index}]", width)
     if len(widths) > _MAX_BLOCKS:
       raise ValueError(
-        f"CNNConfig.widths has {len(widths)} blocks, but each block halves "
-        f"the {IMAGE_SHAPE[0]}x{IMAGE_SHAPE[1]} image; use at most "
+        f"widths has {len(widths)} blocks, but each block halves the "
+        f"{IMAGE_SHAPE[0]}x{IMAGE_SHAPE[1]} image; use at most "
         f"{_MAX_BLOCKS} blocks."
       )
-    config_lib.check_positive("CNNConfig.dense_features", self.dense_features)
-    config_lib.check_positive("CNNConfig.num_classes", self.num_classes)
+    config_lib.check_positive("dense_features", self.dense_features)
+    config_lib.check_positive("num_classes", self.num_classes)
     rate = self.dropout_rate
     if isinstance(rate, bool) or not isinstance(rate, int | float):
-      raise ValueError(
-        f"CNNConfig.dropout_rate must be a float in [0, 1), got {rate!r}."
-      )
+      raise ValueError(f"dropout_rate must be a float in [0, 1), got {rate!r}.")
     if not 0.0 <= rate < 1.0:
-      raise ValueError(
-        f"CNNConfig.dropout_rate must lie in [0, 1), got {rate!r}."
-      )
+      raise ValueError(f"dropout_rate must lie in [0, 1), got {rate!r}.")
     variants = typing.get_args(CNNVariant)
     if self.variant not in variants:
       raise ValueError(
-        f"CNNConfig.variant must be one of {variants}, got {self.variant!r}."
+        f"variant must be one of {variants}, got {self.variant!r}."
       )
     object.__setattr__(self, "widths", widths)
     for name in ("dtype", "param_dtype"):
       object.__setattr__(
-        self,
-        name,
-        config_lib.float_dtype(f"CNNConfig.{name}", getattr(self, name)).name,
+        self, name, config_lib.float_dtype(name, getattr(self, name)).name
       )
 
 

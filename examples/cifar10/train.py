@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import jax
@@ -197,6 +197,162 @@ def evaluate_split(
   return float(loss_sum) / len(images), float(correct_sum) / len(images)
 
 
+def load(
+  config: configs.Config, data_dir: str | None, download: bool
+) -> data_lib.Cifar10:
+  """CIFAR-10 from ``data_dir``, split with ``config.val_size``."""
+  return data_lib.load_cifar10(
+    data_dir,
+    download=download,
+    val_size=config.val_size,
+    verify=config.verify_data,
+  )
+
+
+def jitted_steps(
+  config: configs.Config,
+  graphdef: nnx.GraphDef,
+  update: optax.TransformUpdateExtraArgsFn,
+) -> tuple[Any, Any]:
+  """The jitted :func:`train_step` (donating the state) and :func:`eval_step`.
+
+  Returns:
+    ``step_fn(state, images, labels)`` and ``eval_fn(state, images, labels,
+    weights)``.
+  """
+  step_fn = jax.jit(
+    functools.partial(
+      train_step, graphdef=graphdef, update=update, augment=config.augment
+    ),
+    donate_argnums=0,
+  )
+  return step_fn, jax.jit(functools.partial(eval_step, graphdef=graphdef))
+
+
+def put_batches(
+  mesh: jax.sharding.Mesh,
+  rows: np.ndarray,
+  dataset: data_lib.Cifar10,
+  order: np.ndarray,
+  batch_size: int,
+) -> Iterator[tuple[jax.Array, jax.Array]]:
+  """The training batches of ``order`` (a global batch of indices a row).
+
+  Each batch is put on the devices when it is needed; each process puts its
+  ``rows`` of it (:func:`examples.common.sharding.put_batch`).
+  """
+  for indices in order:
+    local = indices[rows]
+    yield sharding.put_batch(
+      mesh,
+      (dataset.train_images[local], dataset.train_labels[local]),
+      batch_size,
+    )
+
+
+def train_epoch(
+  run: training_run.TrainingRun,
+  step_fn: Any,
+  state: train_state_lib.TrainState,
+  batches: Iterable[tuple[jax.Array, jax.Array]],
+) -> tuple[train_state_lib.TrainState, int]:
+  """Trains on ``batches`` until they run out or a stop is requested.
+
+  Returns:
+    The state and the number of batches trained on.
+  """
+  done = 0
+  for images, labels in batches:
+    state, metrics = step_fn(state, images, labels)
+    run.log_step(metrics)
+    done += 1
+    if run.stop_requested:
+      break
+  return state, done
+
+
+def lower_rate_on_plateau(
+  run: training_run.TrainingRun,
+  state: train_state_lib.TrainState,
+  scheduler: plateau.ReduceLROnPlateau,
+  val_loss: float,
+) -> train_state_lib.TrainState:
+  """Steps ``scheduler`` on an epoch's validation loss; sets a lowered rate."""
+  if not step_plateau(scheduler, val_loss):
+    return state
+  run.print(f"val loss plateaued: lr -> {scheduler.learning_rate:.3g}")
+  return state._replace(
+    opt_state=optimizers.set_learning_rate(
+      state.opt_state, scheduler.learning_rate
+    )
+  )
+
+
+# What an epoch writes and how it steps the plateau scheduler, shared with
+# benchmarks.reproduce.cnn, which trains many runs at once.
+
+
+def plateau_scheduler(
+  config: configs.Config, learning_rate: float
+) -> plateau.ReduceLROnPlateau:
+  """A run's ``ReduceLROnPlateau``, starting at ``learning_rate``."""
+  return plateau.ReduceLROnPlateau(
+    learning_rate=learning_rate,
+    factor=config.plateau_factor,
+    patience=config.plateau_patience,
+  )
+
+
+def step_plateau(scheduler: plateau.ReduceLROnPlateau, val_loss: float) -> bool:
+  """Steps ``scheduler`` on an epoch's validation loss; whether the rate fell."""
+  learning_rate = scheduler.learning_rate
+  return scheduler.step(val_loss) != learning_rate
+
+
+def epoch_record(
+  epoch: int,
+  steps_per_epoch: int,
+  train: tuple[float, float],
+  val: tuple[float, float],
+  learning_rate: float,
+) -> dict[str, Any]:
+  """The record of an epoch.
+
+  Args:
+    epoch: The epochs done (1 after the first).
+    steps_per_epoch: Training steps per epoch.
+    train: The epoch's mean training loss and accuracy.
+    val: The validation loss and accuracy after it.
+    learning_rate: The rate of the epoch's last step.
+
+  Returns:
+    ``epoch``, ``step``, ``train_loss``, ``train_acc``, ``val_loss``,
+    ``val_acc`` and ``lr``.
+  """
+  return {
+    "epoch": epoch,
+    "step": epoch * steps_per_epoch,
+    "train_loss": train[0],
+    "train_acc": train[1],
+    "val_loss": val[0],
+    "val_acc": val[1],
+    "lr": learning_rate,
+  }
+
+
+def final_record(
+  epoch: int, steps_per_epoch: int, test: tuple[float, float]
+) -> dict[str, Any]:
+  """The fields of the final record: ``epoch``, ``step``, ``test_loss`` and
+  ``test_acc`` (the test loss and accuracy in ``test``)."""
+  return {
+    "epoch": epoch,
+    "step": epoch * steps_per_epoch,
+    "test_loss": test[0],
+    "test_acc": test[1],
+  }
+
+
 def train(
   config: configs.Config, dataset: data_lib.Cifar10 | None = None
 ) -> TrainResult:
@@ -220,12 +376,7 @@ def train(
       over the devices, no validation set, resuming with other settings).
   """
   if dataset is None:
-    dataset = data_lib.load_cifar10(
-      config.data_dir,
-      download=config.download,
-      val_size=config.val_size,
-      verify=config.verify_data,
-    )
+    dataset = load(config, config.data_dir, config.download)
   dataset = data_lib.limit_train_images(dataset, config.max_train_images)
   mesh = sharding.make_data_mesh(config.num_devices)
   batch_size = config.batch_size
@@ -247,17 +398,9 @@ def train(
     mesh,
     fsdp=config.fsdp,
   )
-  step_fn = jax.jit(
-    functools.partial(
-      train_step,
-      graphdef=graphdef,
-      update=optimizer.update,
-      augment=config.augment,
-    ),
-    donate_argnums=0,
-  )
-  eval_fn = jax.jit(functools.partial(eval_step, graphdef=graphdef))
+  step_fn, eval_fn = jitted_steps(config, graphdef, optimizer.update)
   rows = sharding.local_rows(mesh, batch_size)  # this process's share
+  learning_rate = optimizers.initial_learning_rate(config.optimizer, config.lr)
 
   def evaluate(images, labels) -> tuple[float, float]:
     return evaluate_split(
@@ -266,85 +409,48 @@ def train(
 
   with training_run.TrainingRun(
     config,
-    config.run_dir("cifar10"),
+    "cifar10",
     total_steps=config.epochs * steps_per_epoch,
     unit="images",
     examples_per_step=batch_size,
-    resumable=config.resumable(),
-    progress_bar=config.progress,
   ) as run:
     state, progress = run.restore(state)
-    epoch, first_batch = progress.get("epoch", 0), progress.get("batch", 0)
-    scheduler = plateau.ReduceLROnPlateau(
-      learning_rate=optimizers.initial_learning_rate(
-        config.optimizer, config.lr
-      ),
-      factor=config.plateau_factor,
-      patience=config.plateau_patience,
-    )
+    epoch, batch = progress.get("epoch", 0), progress.get("batch", 0)
+    scheduler = plateau_scheduler(config, learning_rate)
     if progress:
       scheduler = plateau.ReduceLROnPlateau.from_state_dict(progress["plateau"])
+
+    def save() -> None:
+      run.save(
+        epoch * steps_per_epoch + batch,
+        state,
+        {"epoch": epoch, "batch": batch, "plateau": scheduler.state_dict()},
+      )
+
     while epoch < config.epochs:
       order = epoch_order(config.seed, epoch, num_train, batch_size)
-      for batch in range(first_batch, steps_per_epoch):
-        local = order[batch][rows]
-        images, labels = sharding.put_batch(
-          mesh,
-          (dataset.train_images[local], dataset.train_labels[local]),
-          batch_size,
-        )
-        state, metrics = step_fn(state, images, labels)
-        run.log_step(metrics)
-        if run.stop_requested:
-          run.save(
-            epoch * steps_per_epoch + batch + 1,
-            state,
-            {
-              "epoch": epoch,
-              "batch": batch + 1,
-              "plateau": scheduler.state_dict(),
-            },
-          )
+      batches = put_batches(mesh, rows, dataset, order[batch:], batch_size)
+      state, done = train_epoch(run, step_fn, state, batches)
+      batch += done
+      if run.stop_requested:  # SIGTERM or Ctrl-C: save here and end
+        save()
+        break
       means = run.running_means()
-      val_loss, val_acc = evaluate(dataset.val_images, dataset.val_labels)
-      epoch, first_batch = epoch + 1, 0
-      learning_rate = scheduler.learning_rate
-      run.record(
-        {
-          "epoch": epoch,
-          "step": epoch * steps_per_epoch,
-          "train_loss": means["loss"],
-          "train_acc": means["correct"] / batch_size,
-          "val_loss": val_loss,
-          "val_acc": val_acc,
-          "lr": learning_rate * schedule.at(epoch * steps_per_epoch - 1),
-        }
-      )
-      if scheduler.step(val_loss) != learning_rate:
-        state = state._replace(
-          opt_state=optimizers.set_learning_rate(
-            state.opt_state, scheduler.learning_rate
-          )
-        )
-        run.print(f"val loss plateaued: lr -> {scheduler.learning_rate:.3g}")
-      if (
-        epoch % config.checkpoint_every == 0
-        or epoch == config.epochs
-        or run.stop_requested
-      ):
-        run.save(
-          epoch * steps_per_epoch,
-          state,
-          {"epoch": epoch, "batch": 0, "plateau": scheduler.state_dict()},
-        )
-    test_loss, test_acc = evaluate(dataset.test_images, dataset.test_labels)
-    final = {
-      "final": True,
-      "epoch": epoch,
-      "step": epoch * steps_per_epoch,
-      "test_loss": test_loss,
-      "test_acc": test_acc,
-    }
+      train_loss_acc = (means["loss"], means["correct"] / batch_size)
+      val = evaluate(dataset.val_images, dataset.val_labels)
+      epoch, batch = epoch + 1, 0
+      lr = scheduler.learning_rate * schedule.at(epoch * steps_per_epoch - 1)
+      run.record(epoch_record(epoch, steps_per_epoch, train_loss_acc, val, lr))
+      state = lower_rate_on_plateau(run, state, scheduler, val[0])
+      if run.stop_requested:
+        save()
+        break
+      if epoch % config.checkpoint_every == 0 or epoch == config.epochs:
+        save()
+    if run.stop_requested:
+      raise run.stopped()
+    test = evaluate(dataset.test_images, dataset.test_labels)
+    final = {"final": True, **final_record(epoch, steps_per_epoch, test)}
     run.record(final)
   history = [record for record in run.records if not record.get("final")]
   return TrainResult(history, final, state, run.out_dir)

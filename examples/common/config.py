@@ -5,6 +5,9 @@ dataclass is the one place a setting is defined: its fields, defaults and
 docstrings generate the command line (see :mod:`examples.common.cli`), its
 ``__post_init__`` checks the values, and :func:`dataclasses.asdict` of it is
 the run's ``config.json``. Presets are plain instances.
+
+``--help`` shows a field's docstring as written, line breaks included, so
+each docstring line ends a sentence or clause.
 """
 
 from __future__ import annotations
@@ -18,17 +21,8 @@ import jax.numpy as jnp
 
 from examples.common import optimizers
 
-OptimizerName = Literal[
-  "exadam",
-  "adam",
-  "adamw",
-  "adadelta",
-  "rmsprop",
-  "sgd",
-  "adafactor",
-  "ademamix",
-  "signum",
-]
+OptimizerName = Literal[optimizers.OPTIMIZER_NAMES]
+"""The registry's names, which ``--optimizer`` offers as its choices."""
 
 
 def check_positive(name: str, value: object) -> None:
@@ -60,65 +54,64 @@ class RunConfig:
   optimizer: OptimizerName = "exadam"
   """Optimizer, with the PyTorch defaults of the paper's comparison."""
   lr: float = 1e-4
-  """Learning rate (the paper's: 1e-4 for every optimizer; Adafactor ignores
-  it, as torch_optimizer's does, and takes it as a multiplier of its relative
-  step)."""
+  """Learning rate (the paper's: 1e-4 for every optimizer).
+  Adafactor ignores it, as torch_optimizer's does: its step is relative."""
   schedule: optimizers.ScheduleKind = "constant"
-  """Learning-rate schedule: constant (the paper's; a CNN plateau scheduler
-  may still lower it) or cosine (linear warmup to lr, then cosine decay)."""
+  """Learning-rate schedule: constant (the paper's) or cosine.
+  Cosine warms up linearly to lr, then decays along a cosine."""
   warmup_fraction: float = 0.05
   """With the cosine schedule: fraction of the steps spent warming up."""
   final_fraction: float = 0.1
   """With the cosine schedule: the final rate as a fraction of lr."""
   weight_decay: float | None = None
-  """Weight decay, coupled as in the mirrored PyTorch optimizer; None takes
-  that optimizer's default (1e-2 for adamw, else 0)."""
+  """Weight decay, coupled as in the mirrored PyTorch optimizer.
+  None takes that optimizer's default (1e-2 for adamw, else 0)."""
   cross_moment_debiasing: bool = True
   """EXAdam: the cross-moment debiasing terms (off: Adam's debiasing)."""
   gradient_acceleration: bool = True
   """EXAdam: the gradient-acceleration term."""
   dynamic_step_size: bool = True
-  """EXAdam: grow the step size as ln(sqrt(2 (t + 1))) (off: the authors'
-  latest version)."""
+  """EXAdam: grow the step size as ln(sqrt(2 (t + 1))).
+  Off: the authors' latest version."""
   seed: int = 1234
   """Random seed of initialisation, data order, augmentation and dropout."""
   data_dir: str | None = None
-  """Data folder (default: $EXADAM_DATA_DIR, then ~/.cache/exadam_optax)."""
+  """Data folder (None: $EXADAM_DATA_DIR, then ~/.cache/exadam_optax)."""
   download: bool = True
   """Download a data set that is not found."""
   verify_data: bool = True
-  """Check the SHA-256 of official data files found on disk; turn it off to
-  use a deliberately modified copy."""
+  """Check the SHA-256 of official data files found on disk.
+  Turn it off to use a deliberately modified copy."""
   out_dir: str | None = None
-  """Run folder for config.json, metrics.jsonl and checkpoints (default:
-  runs/<trainer>-<preset>-<optimizer>-seed<seed>)."""
+  """Run folder for config.json, metrics.jsonl and checkpoints.
+  None: runs/<trainer>-<preset>-<optimizer>-seed<seed>."""
   resume: bool = False
-  """Continue the run in --out-dir from its newest checkpoint that restores
-  (damaged ones are moved to checkpoints-damaged/)."""
+  """Continue the run in --out-dir from its newest checkpoint that restores.
+  Damaged ones are moved to checkpoints-damaged/."""
   restart_if_damaged: bool = False
-  """With --resume: if no checkpoint restores, move them aside and start
-  again from scratch (default: stop with an error and change nothing)."""
+  """With --resume: if no checkpoint restores, move them aside, start afresh.
+  Off: stop with an error and change nothing."""
   keep_checkpoints: int = 3
   """Number of most recent checkpoints kept."""
   num_devices: int | None = None
-  """Use only the first N devices (default: all)."""
+  """Use only the first N devices (None: all)."""
   fsdp: bool = False
-  """Shard parameters and optimizer state over the devices (fully sharded
-  data parallelism) instead of replicating them."""
+  """Shard parameters and optimizer state over the devices (FSDP).
+  Off: replicate them on every device."""
   distributed: bool = False
   """Call jax.distributed.initialize() first (multi-host runs)."""
   coordinator_address: str | None = None
-  """With --distributed: host:port of process 0 (default: detected)."""
+  """With --distributed: host:port of process 0 (None: detected)."""
   num_processes: int | None = None
-  """With --distributed: number of processes (default: detected)."""
+  """With --distributed: number of processes (None: detected)."""
   process_id: int | None = None
-  """With --distributed: this process's index (default: detected)."""
+  """With --distributed: this process's index (None: detected)."""
   heartbeat_timeout: int = 100
-  """With --distributed: seconds after which a process that stopped answering
-  counts as lost; the others then stop."""
+  """With --distributed: seconds before a silent process counts as lost.
+  The others then stop."""
   compilation_cache: str | None = None
-  """Folder of JAX's persistent compilation cache, or ``off`` (default:
-  ``$JAX_COMPILATION_CACHE_DIR``, else ``jax/`` in the cache folder)."""
+  """Folder of JAX's persistent compilation cache, or off.
+  None: $JAX_COMPILATION_CACHE_DIR, else jax/ in the cache folder."""
   progress: bool = True
   """Draw a progress bar."""
   debug: bool = False

@@ -26,8 +26,6 @@ an L2 term added to the gradient for Adam, AdaDelta, RMSProp, SGD and Signum.
 from __future__ import annotations
 
 import dataclasses
-import functools
-import math
 from collections.abc import Callable
 from typing import Literal
 
@@ -327,26 +325,6 @@ OPTIMIZERS: dict[str, OptimizerSpec] = {
 OPTIMIZER_NAMES: tuple[str, ...] = tuple(OPTIMIZERS)
 
 
-@functools.cache
-def _injected_optimizer(
-  name: str, weight_decay: float, switches: ExAdamSwitches, schedule: Schedule
-) -> optax.GradientTransformationExtraArgs:
-  """The injected optimizer, its learning rate a placeholder to be replaced."""
-  spec = OPTIMIZERS[name]
-  multiplier = schedule.multiplier()
-
-  def build(learning_rate):
-    inner = spec.build(learning_rate, weight_decay, switches)
-    if multiplier is None:
-      return inner
-    # Every optimizer here ends by scaling its update by the learning rate
-    # (weight decay included), so scaling its output by the multiplier is
-    # the same as scheduling the rate itself.
-    return optax.chain(inner, optax.scale_by_schedule(multiplier))
-
-  return optax.inject_hyperparams(build)(learning_rate=1.0)
-
-
 def make_optimizer(
   name: str,
   learning_rate: float = 1e-4,
@@ -357,10 +335,8 @@ def make_optimizer(
 ) -> optax.GradientTransformationExtraArgs:
   """Builds one of the paper's optimizers with its learning rate in the state.
 
-  The ``update`` function reads the learning rate from the state only, so it
-  is the same object for every learning rate: a jitted training step that
-  takes it as a static argument compiles once per optimizer, weight decay and
-  switches, whatever the learning rate.
+  The arguments are not checked here: the trainers' config checks them (see
+  :class:`examples.common.config.RunConfig`).
 
   Args:
     name: One of :data:`OPTIMIZER_NAMES`.
@@ -377,50 +353,28 @@ def make_optimizer(
 
   Returns:
     An :func:`optax.inject_hyperparams` transformation whose state holds the
-    learning rate under :data:`LEARNING_RATE`.
-
-  Raises:
-    ValueError: If ``name`` is unknown, ``learning_rate`` is not a positive
-      finite number, ``weight_decay`` is negative or not finite, or
-      ``switches`` are given to an optimizer other than EXAdam.
+    learning rate under :data:`LEARNING_RATE`; its ``update`` reads the rate
+    from the state only.
   """
-  if name not in OPTIMIZERS:
-    raise ValueError(
-      f"Unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZER_NAMES)}."
-    )
-  if not (math.isfinite(learning_rate) and learning_rate > 0.0):
-    raise ValueError(
-      f"learning_rate must be a positive finite number, got {learning_rate!r}."
-    )
+  spec = OPTIMIZERS[name]
   if weight_decay is None:
-    weight_decay = OPTIMIZERS[name].default_weight_decay
-  if not (math.isfinite(weight_decay) and weight_decay >= 0.0):
-    raise ValueError(
-      f"weight_decay must be a finite number >= 0, got {weight_decay!r}."
-    )
+    weight_decay = spec.default_weight_decay
   if switches is None:
     switches = ExAdamSwitches()
-  elif name != "exadam" and switches != ExAdamSwitches():
-    raise ValueError(
-      f"EXAdam's switches ({switches}) only apply to the 'exadam' optimizer, "
-      f"not to {name!r}; drop the --no-* EXAdam flags."
-    )
-  injected = _injected_optimizer(
-    name, float(weight_decay), switches, schedule or Schedule()
+  multiplier = (schedule or Schedule()).multiplier()
+
+  def build(learning_rate):
+    inner = spec.build(learning_rate, weight_decay, switches)
+    if multiplier is None:
+      return inner
+    # Every optimizer here ends by scaling its update by the learning rate
+    # (weight decay included), so scaling its output by the multiplier is
+    # the same as scheduling the rate itself.
+    return optax.chain(inner, optax.scale_by_schedule(multiplier))
+
+  return optax.inject_hyperparams(build)(
+    learning_rate=initial_learning_rate(name, learning_rate)
   )
-  initial = initial_learning_rate(name, learning_rate)
-
-  def init(params):
-    state = injected.init(params)
-    placeholder = state.hyperparams[LEARNING_RATE]
-    return state._replace(
-      hyperparams={
-        **state.hyperparams,
-        LEARNING_RATE: jnp.asarray(initial, placeholder.dtype),
-      }
-    )
-
-  return optax.GradientTransformationExtraArgs(init, injected.update)
 
 
 def initial_learning_rate(name: str, learning_rate: float) -> float:

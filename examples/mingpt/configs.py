@@ -36,7 +36,7 @@ class Config(config_lib.RunConfig):
   temperature: float = 1.0
   """Sampling temperature."""
   prompt: str | None = None
-  """Text the sample continues (default: a newline)."""
+  """Text the sample continues (None: a newline)."""
   text: str | None = None
   """A UTF-8 text file to train on instead of tiny Shakespeare."""
 

@@ -43,52 +43,59 @@ _FEED_FORWARD_EXPANSION = 4
 class GPTConfig:
   """Hyperparameters of :class:`MinGPT` (the vocabulary comes from the data).
 
-  Attributes:
-    block_size: longest context the model reads (number of learned positions).
-    n_embd: embedding width; must be divisible by ``n_head``.
-    n_head: number of attention heads, each of width ``n_embd // n_head``.
-    n_layer: number of transformer blocks.
-    dropout_rate: dropout probability in [0, 1).
-    dtype: name of the computation dtype (``"bfloat16"`` for mixed precision).
-    param_dtype: name of the dtype of the parameters.
+  Each field's docstring is also its option's ``--help`` in the trainer
+  (:mod:`examples.common.cli`), so it is written as plain sentences, each
+  line ending one.
 
   Raises:
-    ValueError: if a field is out of range or ``n_embd`` is not divisible by
-      ``n_head`` (checked on construction).
+    ValueError: If a field is out of range or ``n_embd`` is not divisible by
+      ``n_head`` (checked on construction), saying what to change.
   """
 
   block_size: int = 256
+  """Longest context the model reads, in tokens (its learned positions)."""
   n_embd: int = 384
+  """Embedding width, a multiple of the number of heads."""
   n_head: int = 8
+  """Number of attention heads, each n_embd / n_head wide."""
   n_layer: int = 8
+  """Number of transformer blocks."""
   dropout_rate: float = 0.2
+  """Dropout probability, in [0, 1)."""
   dtype: str = "float32"
+  """Computation dtype (bfloat16 for mixed precision)."""
   param_dtype: str = "float32"
+  """Dtype of the parameters."""
 
   def __post_init__(self) -> None:
     for name in ("block_size", "n_embd", "n_head", "n_layer"):
-      config_lib.check_positive(f"GPTConfig.{name}", getattr(self, name))
+      config_lib.check_positive(name, getattr(self, name))
     if self.n_embd % self.n_head:
       raise ValueError(
-        f"GPTConfig.n_embd ({self.n_embd}) must be divisible by n_head "
-        f"({self.n_head}) so that every head has the same width; change one "
-        "of them."
+        f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head}) "
+        "so that every head has the same width; "
+        f"{_head_counts_near(self.n_embd, self.n_head)}."
       )
     rate = self.dropout_rate
     if isinstance(rate, bool) or not isinstance(rate, int | float):
-      raise ValueError(
-        f"GPTConfig.dropout_rate must be a float in [0, 1), got {rate!r}."
-      )
+      raise ValueError(f"dropout_rate must be a float in [0, 1), got {rate!r}.")
     if not 0.0 <= rate < 1.0:
-      raise ValueError(
-        f"GPTConfig.dropout_rate must lie in [0, 1), got {rate!r}."
-      )
+      raise ValueError(f"dropout_rate must lie in [0, 1), got {rate!r}.")
     for name in ("dtype", "param_dtype"):
       object.__setattr__(
-        self,
-        name,
-        config_lib.float_dtype(f"GPTConfig.{name}", getattr(self, name)).name,
+        self, name, config_lib.float_dtype(name, getattr(self, name)).name
       )
+
+
+def _head_counts_near(n_embd: int, n_head: int) -> str:
+  """How to fix an ``n_head`` that does not divide ``n_embd``: the nearest
+  head counts that do (the next larger one if below twice ``n_head``)."""
+  below = max(d for d in range(1, min(n_head, n_embd) + 1) if n_embd % d == 0)
+  above = [
+    d for d in range(n_head + 1, min(2 * n_head, n_embd) + 1) if n_embd % d == 0
+  ][:1]
+  counts = " or ".join(str(count) for count in [below, *above])
+  return f"use n_head {counts}, or an n_embd that is a multiple of {n_head}"
 
 
 GPT_PRESETS: dict[str, GPTConfig] = {

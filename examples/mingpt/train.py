@@ -149,6 +149,64 @@ def eval_step(
   return total / eval_iters
 
 
+def jitted_steps(
+  config: configs.Config,
+  graphdef: nnx.GraphDef,
+  update: optax.TransformUpdateExtraArgsFn,
+  mesh: jax.sharding.Mesh,
+) -> tuple[Any, Any]:
+  """The jitted :func:`train_step` (donating the state) and :func:`eval_step`.
+
+  Returns:
+    ``step_fn(state, data)`` and ``eval_fn(state, data, stream)``.
+  """
+  statics = dict(
+    graphdef=graphdef,
+    batch_size=config.batch_size,
+    block_size=config.model.block_size,
+    batch_sharding=sharding.batch_sharding(mesh),
+  )
+  step_fn = jax.jit(
+    functools.partial(train_step, update=update, **statics),
+    donate_argnums=0,
+  )
+  eval_fn = jax.jit(
+    functools.partial(eval_step, eval_iters=config.eval_iters, **statics),
+    static_argnums=2,
+  )
+  return step_fn, eval_fn
+
+
+def write_sample(
+  run: training_run.TrainingRun,
+  config: configs.Config,
+  corpus: data_lib.CharCorpus,
+  prompt: jax.Array,
+  graphdef: nnx.GraphDef,
+  state: train_state_lib.TrainState,
+) -> str:
+  """Generates ``config.sample_tokens`` characters after ``prompt``.
+
+  The text is printed and saved as ``sample.txt`` in the run folder; its
+  randomness derives from the seed and the step.
+
+  Returns:
+    The text ('' if ``config.sample_tokens`` is 0).
+  """
+  if not config.sample_tokens:
+    return ""
+  model = nnx.merge(graphdef, state.params, state.model_state)
+  key = train_state_lib.step_key(state, SAMPLE_STREAM)
+  tokens = model_lib.generate(
+    model, key, prompt, config.sample_tokens, config.temperature
+  )
+  sample = corpus.decode(np.asarray(jax.device_get(tokens))[0])
+  run.print(f"--- sample ({config.sample_tokens} characters) ---\n{sample}")
+  if run.is_writer:
+    (run.out_dir / "sample.txt").write_text(sample, encoding="utf-8")
+  return sample
+
+
 def train(
   config: configs.Config, corpus: data_lib.CharCorpus | None = None
 ) -> TrainResult:
@@ -195,31 +253,16 @@ def train(
     mesh,
     fsdp=config.fsdp,
   )
-  statics = dict(
-    graphdef=graphdef,
-    batch_size=config.batch_size,
-    block_size=block_size,
-    batch_sharding=sharding.batch_sharding(mesh),
-  )
-  step_fn = jax.jit(
-    functools.partial(train_step, update=optimizer.update, **statics),
-    donate_argnums=0,
-  )
-  eval_fn = jax.jit(
-    functools.partial(eval_step, eval_iters=config.eval_iters, **statics),
-    static_argnums=2,
-  )
+  step_fn, eval_fn = jitted_steps(config, graphdef, optimizer.update, mesh)
   train_data, val_data = sharding.replicate(mesh, (corpus.train, corpus.val))
   learning_rate = optimizers.initial_learning_rate(config.optimizer, config.lr)
 
   with training_run.TrainingRun(
     config,
-    config.run_dir("mingpt"),
+    "mingpt",
     total_steps=config.iters,
     unit="tokens",
     examples_per_step=config.batch_size * block_size,
-    resumable=config.resumable(),
-    progress_bar=config.progress,
   ) as run:
     state, progress = run.restore(state)
     step = progress.get("step", 0)
@@ -242,24 +285,15 @@ def train(
       run.log_step(metrics)
       if step % config.eval_interval == 0 or step == config.iters:
         evaluate()
-      if (
-        step % config.checkpoint_every == 0
-        or step == config.iters
-        or run.stop_requested
-      ):
+      if run.stop_requested:  # SIGTERM or Ctrl-C: save here and end
         run.save(step, state, {"step": step})
-
-    sample = ""
-    if config.sample_tokens:
-      model = nnx.merge(graphdef, state.params, state.model_state)
-      key = train_state_lib.step_key(state, SAMPLE_STREAM)
-      tokens = model_lib.generate(
-        model, key, prompt, config.sample_tokens, config.temperature
-      )
-      sample = corpus.decode(np.asarray(jax.device_get(tokens))[0])
-      run.print(f"--- sample ({config.sample_tokens} characters) ---\n{sample}")
-      if run.is_writer:
-        (run.out_dir / "sample.txt").write_text(sample, encoding="utf-8")
+        break
+      if step % config.checkpoint_every == 0 or step == config.iters:
+        run.save(step, state, {"step": step})
+    if run.stop_requested:
+      raise run.stopped()
+  # Once the run is closed, so that the text comes after its progress bar.
+  sample = write_sample(run, config, corpus, prompt, graphdef, state)
   return TrainResult(run.records, sample, state, run.out_dir)
 
 

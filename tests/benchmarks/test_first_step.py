@@ -7,6 +7,9 @@ import pytest
 
 from benchmarks import first_step
 
+# Each test starts subprocesses or trains for several seconds.
+pytestmark = pytest.mark.slow
+
 
 def test_reports_a_cold_and_a_warm_run(tmp_path):
   text = tmp_path / "text.txt"

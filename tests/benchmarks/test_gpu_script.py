@@ -12,6 +12,9 @@ import tarfile
 
 import pytest
 
+# Each test starts subprocesses or trains for several seconds.
+pytestmark = pytest.mark.slow
+
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 

@@ -67,6 +67,7 @@ def _argv(out, data_dir, *options):
   ]
 
 
+@pytest.mark.slow
 def test_compare_mode_writes_records_tables_and_figures(
   tmp_path, smoke_cifar_dir, module_data_env, capsys
 ):
@@ -136,6 +137,7 @@ def sweep_dir(tmp_path_factory, module_data_env):
   return out
 
 
+@pytest.mark.slow
 def test_sweeps_from_reuses_an_arm_and_sweeps_the_others(
   sweep_dir, tmp_path, capsys
 ):

@@ -22,6 +22,9 @@ import pytest
 
 from benchmarks.reproduce import cli, orchestration, records, report, resume
 
+# Each test starts subprocesses or trains for several seconds.
+pytestmark = pytest.mark.slow
+
 GPT_SWEEP = (
   *("--mode", "sweep", "--experiments", "gpt"),
   *("--optimizers", "exadam", "adam", "--sweep-seeds", "1", "--seeds", "2"),

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
 
 from benchmarks.reproduce import orchestration, runs
 from benchmarks.reproduce.presets import Arm
+from examples.common import optimizers
 from tests.benchmarks.conftest import SINGLE, VMAPPED
 
 
@@ -48,3 +51,36 @@ def test_batched_runs_reject_mixed_arms_and_repeated_runs():
   assert runs.Execution.for_platform("cpu") == SINGLE
   assert runs.Execution.for_platform("gpu") == VMAPPED
   assert runs.Execution.for_platform("cpu", 4).run_batch == 4
+
+
+def test_runs_of_an_arm_share_one_optimizer_and_keep_their_rate_in_the_state(
+  mesh,
+):
+  adam, sgd = Arm("adam", "adam"), Arm("sgd", "sgd")
+  constant, cosine = optimizers.Schedule(), optimizers.Schedule("cosine", 10)
+  # One object (and so one `update`, on which the jit caches key) per arm
+  # and schedule.
+  shared = runs.make_arm_optimizer(adam, constant)
+  assert runs.make_arm_optimizer(Arm("adam", "adam"), constant) is shared
+  for other in (
+    runs.make_arm_optimizer(sgd, constant),
+    runs.make_arm_optimizer(adam, cosine),
+  ):
+    assert other is not shared and other.update is not shared.update
+  # Two runs of the arm at different rates: the same update function, their
+  # rate in the state, so one gradient gives updates in the rates' ratio.
+  updates = []
+  for rate in (0.5, 0.25):
+    _, state, update = runs.init_run_state(
+      lambda rngs: nnx.Linear(3, 2, rngs=rngs),
+      runs.RunSpec(adam, rate, 0),
+      mesh,
+    )
+    assert update is shared.update
+    gradient = jax.tree.map(jnp.ones_like, state.params)
+    updates.append(update(gradient, state.opt_state, state.params)[0])
+  first, second = (jax.tree.leaves(u) for u in updates)
+  for a, b in zip(first, second, strict=True):
+    np.testing.assert_allclose(a, 2 * b, rtol=1e-6)
+    assert not np.allclose(a, b)
+  assert runs.make_arm_optimizer(adam, constant) is shared

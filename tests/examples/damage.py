@@ -1,6 +1,7 @@
 """What crashes leave on disk, made on purpose for the tests.
 
-Damaged checkpoints (array files cut short, metadata missing), a full disk
+Damaged checkpoints (array files cut short, metadata missing, any files cut
+at random sizes), a full disk
 (a size-limited tmpfs filled up) and a folder that cannot be written (a
 read-only bind mount: the tests run as root, which ignores permissions).
 Mounting needs root; where it is not allowed the test is skipped.
@@ -11,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pathlib
+import random
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -40,6 +42,46 @@ def remove_metadata(step_dir: pathlib.Path) -> None:
   assert files, f"no metadata in {step_dir}"
   for path in files:
     path.unlink()
+
+
+STATE_INDEX_FILES = (
+  "state/_METADATA",
+  "state/_sharding",
+  "state/manifest.ocdbt",
+  "state/ocdbt.process_0/manifest.ocdbt",
+)
+"""What Orbax and Tensorstore read first to restore the state: its tree, the
+shardings, and the OCDBT manifests that locate the arrays' data."""
+
+
+def cut_random_files(step_dir: pathlib.Path, rng: random.Random) -> list[str]:
+  """Cuts files of a checkpoint, drawn by ``rng``, at random sizes.
+
+  One of :data:`STATE_INDEX_FILES` and up to two other files (metadata, the
+  progress item, OCDBT data files...).
+
+  Returns:
+    What was cut, as ``path: size -> new size`` (for assertion messages).
+  """
+  # In an order that does not depend on the data files' random names.
+  others = sorted(
+    (
+      path
+      for path in step_dir.rglob("*")
+      if path.is_file()
+      and str(path.relative_to(step_dir)) not in STATE_INDEX_FILES
+    ),
+    key=lambda path: (str(path.parent), path.stat().st_size, path.name),
+  )
+  files = [step_dir / rng.choice(STATE_INDEX_FILES)]
+  files += rng.sample(others, rng.randint(0, 2))
+  cuts = []
+  for path in files:
+    size = path.stat().st_size
+    new_size = rng.randrange(size)
+    os.truncate(path, new_size)
+    cuts.append(f"{path.relative_to(step_dir)}: {size} -> {new_size}")
+  return cuts
 
 
 DAMAGE = {"cut_arrays": cut_array_files, "no_metadata": remove_metadata}

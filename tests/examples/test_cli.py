@@ -7,6 +7,7 @@ import itertools
 import pathlib
 import re
 
+import docstring_parser
 import pytest
 
 from examples.cifar10 import configs as cnn_configs
@@ -67,87 +68,95 @@ def _help(configs_module, monkeypatch, capsys) -> list[str]:
   return capsys.readouterr().out.splitlines()
 
 
-def _option_helps(lines: list[str]) -> dict[str, list[str]]:
-  """Each option's help lines, by the option's first flag.
+def _option_helps(lines: list[str]) -> dict[str, str]:
+  """Each option's help text, by the option's first flag.
 
   The help starts on the flag's line (after two spaces or more) or below it.
   """
   helps: dict[str, list[str]] = {}
   flag = None
   for line in lines:
-    option = re.match(r"  (--[a-z][^ ,]*)(?:.*?  +\S)?", line)
+    option = re.match(r"  (--[a-z][^ ,]*)(?:.*?  +(\S.*))?", line)
     if option:
       flag = option.group(1)
-      helps[flag] = [line.rstrip()] if option.end() > option.end(1) else []
+      helps[flag] = [option.group(2) or ""]
     elif line.startswith("        ") and line.strip() and flag is not None:
-      helps[flag].append(line.rstrip())
+      helps[flag].append(line)
     else:
       flag = None
-  return helps
+  return {
+    flag: " ".join(" ".join(help).split()) for flag, help in helps.items()
+  }
+
+
+def _docstrings(cls: type) -> dict[str, str]:
+  """The docstring of each field of ``cls``, read as tyro reads them."""
+  docs: dict[str, str] = {}
+  for klass in reversed(cls.__mro__[:-1]):
+    docs.update(
+      (param.arg_name, " ".join(param.description.split()))
+      for param in docstring_parser.parse_from_object(klass).params
+    )
+  return {field.name: docs[field.name] for field in dataclasses.fields(cls)}
 
 
 @pytest.mark.parametrize("configs_module", [gpt_configs, cnn_configs])
-def test_help_gives_each_option_one_paragraph_and_one_default(
+def test_help_shows_each_option_with_its_docstring_and_one_default(
   configs_module, monkeypatch, capsys
 ):
   helps = _option_helps(_help(configs_module, monkeypatch, capsys))
   config = configs_module.PRESETS["paper"]
-  names = [f.name for f in dataclasses.fields(config) if f.name != "model"]
-  names += [f.name for f in dataclasses.fields(config.model)]
-  assert sorted(helps) == sorted("--" + n.replace("_", "-") for n in names)
-  width = max(len(line) for help in helps.values() for line in help)
+  docs = {**_docstrings(type(config)), **_docstrings(type(config.model))}
+  del docs["model"]  # the model's group, not an option
+  assert sorted(helps) == sorted("--" + n.replace("_", "-") for n in docs)
+  for name, doc in docs.items():
+    help = helps["--" + name.replace("_", "-")]
+    assert help.startswith(doc), (name, help)
+    # The docstring says what None means; tyro says what the default is.
+    assert help.count("(default:") == 1 and help.endswith(")"), (name, help)
+
+
+@pytest.mark.parametrize("configs_module", [gpt_configs, cnn_configs])
+def test_no_option_help_shows_rst_markup(configs_module, monkeypatch, capsys):
+  helps = _option_helps(_help(configs_module, monkeypatch, capsys))
+  assert helps
   for flag, help in helps.items():
-    text = " ".join(line.strip() for line in help).split(flag)[-1]
-    assert text.count("(default:") == 1 and text.endswith(")"), (flag, text)
-    assert "``" not in text, (flag, text)
-    # Wrapped only where the next word did not fit: no docstring line break
-    # shows through.
-    for line, below in itertools.pairwise(help):
-      assert len(line) + 1 + len(below.split()[0]) > width, (flag, help)
+    assert "``" not in help and ":class:" not in help, (flag, help)
 
 
-def test_help_lists_the_essentials_first_then_the_groups(monkeypatch, capsys):
+@pytest.mark.parametrize("configs_module", [gpt_configs, cnn_configs])
+def test_option_docstrings_are_sentences_one_to_a_line(configs_module):
+  # tyro keeps a docstring's line breaks in the help, so a line that does not
+  # end a sentence shows as a break mid-sentence.
+  config = configs_module.PRESETS["paper"]
+  for cls in (type(config), type(config.model)):
+    for klass in cls.__mro__[:-1]:
+      for param in docstring_parser.parse_from_object(klass).params:
+        for line in param.description.splitlines():
+          line = line.strip()
+          assert line[0].isupper() and line.endswith("."), (
+            param.arg_name,
+            line,
+          )
+
+
+def test_help_names_the_presets_and_groups_the_model_options(
+  monkeypatch, capsys
+):
   lines = _help(cnn_configs, monkeypatch, capsys)
   titles = [
     line.strip()
     for line, below in itertools.pairwise(lines)
     if line.startswith(" ") and not line.startswith("  ") and "---" in below
   ]
-  assert titles == [
-    "options",
-    "optimization options",
-    "exadam options",
-    "model options",
-    "data options",
-    "checkpoint options",
-    "multi-device options",
-    "compilation options",
-    "console options",
-  ]
-  essentials = "\n".join(
-    lines[: [line.strip() for line in lines].index("optimization options")]
+  assert titles == ["options", "model options"]
+  assert "Train. Presets: paper, tiny." in lines
+  assert _option_helps(lines)["--num-devices"] == (
+    "Use only the first N devices (None: all). (default: None)"
   )
-  for flag in ("--preset {paper,tiny}", "--lr", "--epochs", "--out-dir"):
-    assert flag in essentials
-  # A docstring's "(default: ...)" clause is the default shown, instead of
-  # tyro's "(default: None)" beside it.
-  helps = _option_helps(lines)
-  assert helps["--num-devices"] == [
-    "        Use only the first N devices. (default: all)"
-  ]
 
 
-def test_help_text_reflows_docstrings():
-  assert cli.help_text("""learning rate (the
-      paper's), see ``lr`` and :class:`Config` (default:
-      a (nested) value).""") == (
-    "Learning rate (the paper's), see lr and Config.",
-    "a (nested) value",
-  )
-  assert cli.help_text("") == ("", None)
-
-
-def test_options_in_groups_parse_into_the_config():
+def test_options_parse_into_the_trainers_config():
   config = cli.parse(
     cnn_configs.PRESETS,
     ["--preset=tiny", "--augment", "--fsdp", "--plateau-patience=2"],
@@ -182,6 +191,59 @@ def test_options_in_groups_parse_into_the_config():
 def test_bad_values_reach_the_check_and_give_one_line(argv, message, capsys):
   assert gpt_train.main(["--preset=tiny", *argv]) == 2
   assert capsys.readouterr().err.strip() == message
+
+
+@pytest.mark.parametrize(
+  "main, argv, message",
+  [
+    (
+      gpt_train.main,
+      ["--n-head", "7"],
+      "n_embd (64) must be divisible by n_head (7) so that every head has "
+      "the same width; use n_head 4 or 8, or an n_embd that is a multiple "
+      "of 7.",
+    ),
+    (
+      gpt_train.main,
+      ["--n-layer", "0"],
+      "n_layer must be a positive integer, got 0.",
+    ),
+    (
+      gpt_train.main,
+      ["--dropout-rate", "1"],
+      "dropout_rate must lie in [0, 1), got 1.0.",
+    ),
+    (
+      gpt_train.main,
+      ["--dtype", "int8"],
+      "dtype must name a floating dtype such as 'float32' or 'bfloat16', "
+      "got 'int8'.",
+    ),
+    (
+      cnn_train.main,
+      ["--widths", "8", "0"],
+      "widths[1] must be a positive integer, got 0.",
+    ),
+    (
+      cnn_train.main,
+      ["--widths", "8", "8", "8", "8", "8", "8"],
+      "widths has 6 blocks, but each block halves the 32x32 image; use at "
+      "most 5 blocks.",
+    ),
+    (
+      cnn_train.main,
+      ["--dense-features", "-1"],
+      "dense_features must be a positive integer, got -1.",
+    ),
+  ],
+)
+def test_bad_model_options_give_one_line(main, argv, message, capsys):
+  # The model config's own check, reached through the same single path as
+  # the run config's: no tyro box, no traceback.
+  assert main(["--preset=tiny", *argv]) == 2
+  captured = capsys.readouterr()
+  assert captured.out == ""
+  assert captured.err == f"error: {message}\n"
 
 
 def test_unknown_choices_are_usage_errors(capsys):

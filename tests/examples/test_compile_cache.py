@@ -13,6 +13,9 @@ import pytest
 from examples.common import cli, compile_cache, download
 from examples.mingpt import configs as gpt_configs
 
+# Each test starts subprocesses or trains for several seconds.
+pytestmark = pytest.mark.slow
+
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 # Compiles two programs with the cache the argument names, prints their values.

@@ -12,6 +12,9 @@ import pytest
 
 from examples.common import cpu_setup
 
+# Each test starts subprocesses or trains for several seconds.
+pytestmark = pytest.mark.slow
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
 
 

@@ -7,6 +7,7 @@ import dataclasses
 import jax
 import numpy as np
 import optax
+import pytest
 
 from examples.cifar10 import configs as cnn_configs
 from examples.cifar10 import train as cnn_train
@@ -14,6 +15,9 @@ from examples.common import sharding
 from examples.mingpt import configs
 from examples.mingpt import train as gpt_train
 from examples.mingpt.model import GPTConfig
+
+# Each test starts subprocesses or trains for several seconds.
+pytestmark = pytest.mark.slow
 
 
 def _train(text_file, out_dir, fsdp: bool):

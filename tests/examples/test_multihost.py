@@ -27,6 +27,9 @@ from examples.mingpt import configs as gpt_configs
 from examples.mingpt import train as gpt_train
 from examples.mingpt.model import GPTConfig
 
+# Each test starts subprocesses or trains for several seconds.
+pytestmark = pytest.mark.slow
+
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 TIMING_KEYS = ("first_step_seconds", "tokens_per_second", "images_per_second")
 GPT_MODEL = GPTConfig(block_size=16, n_embd=16, n_head=2, n_layer=1)
@@ -67,22 +70,23 @@ def _launch(
   log_dir.mkdir(parents=True, exist_ok=True)
   processes = []
   for index in range(num_processes):
-    log = open(log_dir / f"process{index}.log", "w")
-    processes.append(
-      subprocess.Popen(
-        [
-          *command,
-          "--distributed",
-          f"--coordinator-address=127.0.0.1:{port}",
-          f"--num-processes={num_processes}",
-          f"--process-id={index}",
-        ],
-        cwd=ROOT,
-        env=_environment(),
-        stdout=log,
-        stderr=subprocess.STDOUT,
+    # The child writes through its own copy of the descriptor.
+    with open(log_dir / f"process{index}.log", "w") as log:
+      processes.append(
+        subprocess.Popen(
+          [
+            *command,
+            "--distributed",
+            f"--coordinator-address=127.0.0.1:{port}",
+            f"--num-processes={num_processes}",
+            f"--process-id={index}",
+          ],
+          cwd=ROOT,
+          env=_environment(),
+          stdout=log,
+          stderr=subprocess.STDOUT,
+        )
       )
-    )
   return processes
 
 

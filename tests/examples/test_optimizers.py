@@ -17,6 +17,7 @@ import optax
 import pytest
 
 import exadam_optax
+from examples.common import config as config_lib
 from examples.common import optimizers
 
 SHAPES = {"matrix": (5, 3), "vector": (4,)}
@@ -253,15 +254,21 @@ def test_learning_rate_lives_in_state_and_scales_every_step(name):
     assert np.max(np.abs(full[leaf])) > 0
 
 
-def test_update_function_is_shared_across_learning_rates():
-  first = optimizers.make_optimizer("adam", 1e-3)
-  second = optimizers.make_optimizer("adam", 5e-2)
-  assert first.update is second.update
-  params = {"w": jnp.ones(3)}
-  assert float(optimizers.get_learning_rate(second.init(params))) == (
-    pytest.approx(5e-2)
+def test_the_update_reads_the_learning_rate_from_the_state():
+  """So a run may build its optimizer with any rate and set the state's."""
+  params, grads = _problem(6)
+  params = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), params)
+  grad = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), grads[0])
+  state = optimizers.make_optimizer("adam", 5e-2).init(params)
+  assert float(optimizers.get_learning_rate(state)) == pytest.approx(5e-2)
+  from_state, _ = optimizers.make_optimizer("adam", 1.0).update(
+    grad, state, params
   )
-  assert optimizers.make_optimizer("adamw", 1e-3).update is not first.update
+  expected, _ = optimizers.make_optimizer("adam", 5e-2).update(
+    grad, state, params
+  )
+  for leaf in SHAPES:
+    np.testing.assert_array_equal(from_state[leaf], expected[leaf])
 
 
 def test_adafactor_ignores_learning_rate_like_torch_optimizer():
@@ -283,21 +290,22 @@ def test_relative_step_schedule():
 
 
 @pytest.mark.parametrize(
-  "kwargs, message",
+  "changes, message",
   [
-    (dict(name="adamax"), "Unknown optimizer 'adamax'"),
-    (dict(name="adam", learning_rate=0.0), "learning_rate must be a positive"),
-    (dict(name="adam", learning_rate=math.nan), "learning_rate must be"),
-    (dict(name="adam", weight_decay=-1.0), "weight_decay must be"),
+    (dict(optimizer="adamax"), "Unknown optimizer 'adamax'"),
+    (dict(lr=0.0), "lr must be positive"),
+    (dict(lr=math.nan), "lr must be a finite number"),
+    (dict(weight_decay=-1.0), "weight_decay must be a finite number >= 0"),
     (
-      dict(name="sgd", switches=optimizers.ExAdamSwitches(False, True, True)),
-      "only apply to the 'exadam' optimizer",
+      dict(optimizer="sgd", gradient_acceleration=False),
+      "switches .* only apply to --optimizer exadam",
     ),
   ],
 )
-def test_bad_arguments_are_rejected(kwargs, message):
+def test_the_config_rejects_bad_optimizer_settings(changes, message):
+  """The config checks what make_optimizer is given, once for every run."""
   with pytest.raises(ValueError, match=message):
-    optimizers.make_optimizer(**kwargs)
+    config_lib.RunConfig(**changes)
 
 
 def test_learning_rate_accessors_reject_foreign_state():

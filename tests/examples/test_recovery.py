@@ -9,6 +9,8 @@ test_training_run.py.
 
 from __future__ import annotations
 
+import gc
+import random
 import re
 import shutil
 
@@ -27,6 +29,10 @@ from tests.examples.test_training import (
   _records,
   text_file,  # noqa: F401 (a fixture)
 )
+from tests.examples.test_training_run import unraisable  # noqa: F401 (a fixture)
+
+# Each test starts subprocesses or trains for several seconds.
+pytestmark = pytest.mark.slow
 
 GPT_SETTINGS = dict(iters=4)  # checkpoints at steps 2 and 4
 CNN_SETTINGS = dict(epochs=2)  # checkpoints at steps 2 and 4 (epochs 1 and 2)
@@ -107,6 +113,42 @@ def test_cnn_resumes_from_the_checkpoint_before_a_damaged_one(
   _assert_states_identical(resumed.state, cnn_full.state)
   assert _records(out_dir) == _records(cnn_full.out_dir)
   assert resumed.final == cnn_full.final
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_mingpt_after_random_damage_resumes_or_stops_with_one_line(
+  text_file,  # noqa: F811
+  gpt_full,
+  tmp_path,
+  capfd,
+  unraisable,  # noqa: F811
+  seed,
+):
+  rng = random.Random(seed)
+  out_dir, checkpoints = _copy_run(gpt_full, tmp_path)
+  steps = ["4", "2"] if rng.random() < 0.4 else ["4"]
+  cuts = [
+    f"{step}/{cut}"
+    for step in steps
+    for cut in damage_lib.cut_random_files(checkpoints / step, rng)
+  ]
+  argv = [*GPT_ARGS, f"--text={text_file}", f"--out-dir={out_dir}", "--iters=4"]
+  capfd.readouterr()
+  status = gpt_train.main([*argv, "--resume"])
+  gc.collect()
+  _, err = capfd.readouterr()
+  assert "Traceback" not in err and "Exception ignored" not in err, cuts
+  assert unraisable == [], cuts
+  if status == 0:  # from the newest checkpoint that restores
+    assert err == "", cuts
+    assert _records(out_dir) == _records(gpt_full.out_dir), cuts
+    assert (out_dir / "sample.txt").read_text() == gpt_full.sample, cuts
+  else:  # no intact checkpoint is left
+    assert status == 1, cuts
+    (line,) = err.strip().splitlines()
+    assert line.startswith(
+      f"error: No checkpoint in {checkpoints} restores completely ("
+    ), cuts
 
 
 def _check_every_checkpoint_damaged(main, argv, out_dir, checkpoints, capfd):

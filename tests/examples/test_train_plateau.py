@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
 import pytest
 
+from examples.cifar10 import configs as cnn_configs
+from examples.cifar10 import train as cnn_train
 from examples.common.plateau import ReduceLROnPlateau
 
 
@@ -105,3 +108,15 @@ def test_bad_settings_are_rejected(kwargs, message):
 def test_foreign_state_dict_is_rejected():
   with pytest.raises(ValueError, match="missing"):
     ReduceLROnPlateau.from_state_dict({"learning_rate": 1.0})
+
+
+def test_the_cnn_trainer_steps_it_as_the_benchmarks_do():
+  # examples.cifar10.train and benchmarks.reproduce.cnn both step their
+  # schedulers with these functions.
+  config = dataclasses.replace(
+    cnn_configs.PRESETS["tiny"], plateau_factor=0.5, plateau_patience=0
+  )
+  scheduler = cnn_train.plateau_scheduler(config, 1.0)
+  lowered = [cnn_train.step_plateau(scheduler, m) for m in (1.0, 1.0, 0.5)]
+  assert lowered == [False, True, False]
+  assert scheduler.learning_rate == 0.5

@@ -22,6 +22,9 @@ from examples.common import optimizers, training_run
 from examples.mingpt import configs as gpt_configs
 from examples.mingpt import train as gpt_train
 
+# Each test starts subprocesses or trains for several seconds.
+pytestmark = pytest.mark.slow
+
 CIFAR_IMAGES_PER_FILE = 8
 TIMING_KEYS = ("first_step_seconds", "tokens_per_second", "images_per_second")
 
@@ -266,6 +269,27 @@ def test_cnn_stopped_and_resumed_equals_uninterrupted(cifar_dir, tmp_path):
   _assert_states_identical(resumed.state, full.state)
   assert _records(resumed_dir) == _records(tmp_path / "full")
   assert resumed.final == full.final
+
+
+def test_cnn_records_keep_the_fields_the_benchmarks_write():
+  # benchmarks.reproduce.cnn writes these records too; long runs elsewhere
+  # read them.
+  record = cnn_train.epoch_record(2, 3, (1.5, 0.25), (1.75, 0.5), 1e-3)
+  assert record == {
+    "epoch": 2,
+    "step": 6,
+    "train_loss": 1.5,
+    "train_acc": 0.25,
+    "val_loss": 1.75,
+    "val_acc": 0.5,
+    "lr": 1e-3,
+  }
+  assert cnn_train.final_record(2, 3, (1.25, 0.75)) == {
+    "epoch": 2,
+    "step": 6,
+    "test_loss": 1.25,
+    "test_acc": 0.75,
+  }
 
 
 def test_cnn_stopped_mid_epoch_resumes_exactly(
