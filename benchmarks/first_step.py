@@ -30,7 +30,7 @@ from typing import Any
 
 from benchmarks.step_cost.report import (
   environment,
-  environment_line,
+  report_head,
   write_results,
 )
 
@@ -111,14 +111,8 @@ def run_trainer(
 
 def markdown(report: dict[str, Any]) -> str:
   """The report's table."""
-  env = report["environment"]
   lines = [
-    f"# First step with a cold and a warm compilation cache ({env['platform']})",
-    "",
-    f"Command: `{report['command']}`",
-    "",
-    environment_line(env),
-    "",
+    *report_head("First step with a cold and a warm compilation cache", report),
     f"Each trainer run {report['runs']} times in a row with "
     f"`{report['trainer_args']}`, sharing a compilation cache folder that "
     "starts empty: run 1 compiles, the later runs load the programs. First "

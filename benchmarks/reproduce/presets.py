@@ -318,32 +318,40 @@ _CPU_LONG_GRIDS = {
 }
 
 
-def _cpu_cnn(preset: str, epochs: int) -> cnn_configs.Config:
-  """The CPU presets' CNN protocol, ``epochs`` long.
+def _cpu_preset(
+  name: str,
+  description: str,
+  *,
+  epochs: int,
+  iters: int,
+  grids: dict[str, dict[str, tuple[float, ...]]],
+) -> Preset:
+  """A CPU preset of the tiny models, ``epochs`` and ``iters`` long.
 
-  It keeps the paper's batch 128 and augmentation, which the trainer's tiny
-  preset drops to finish in a minute, and trains on 4,096 images.
+  The CNN keeps the paper's batch 128 and augmentation, which the trainer's
+  tiny preset drops to finish in a minute, and trains on 4,096 images.
   """
-  return dataclasses.replace(
-    cnn_configs.PRESETS["tiny"],
-    preset=preset,
-    batch_size=128,
-    augment=True,
-    epochs=epochs,
-    max_train_images=4096,
-    val_size=2000,
-    plateau_patience=2,
-  )
-
-
-def _cpu_gpt(preset: str, iters: int) -> gpt_configs.Config:
-  """The CPU presets' MinGPT protocol, ``iters`` iterations long."""
-  return dataclasses.replace(
-    gpt_configs.PRESETS["tiny"],
-    preset=preset,
-    iters=iters,
-    eval_interval=250,
-    eval_iters=40,
+  return Preset(
+    name=name,
+    description=description,
+    cnn=dataclasses.replace(
+      cnn_configs.PRESETS["tiny"],
+      preset=name,
+      batch_size=128,
+      augment=True,
+      epochs=epochs,
+      max_train_images=4096,
+      val_size=2000,
+      plateau_patience=2,
+    ),
+    gpt=dataclasses.replace(
+      gpt_configs.PRESETS["tiny"],
+      preset=name,
+      iters=iters,
+      eval_interval=250,
+      eval_iters=40,
+    ),
+    grids=grids,
   )
 
 
@@ -361,25 +369,21 @@ PRESETS: dict[str, Preset] = {
       for experiment in EXPERIMENTS
     },
   ),
-  "cpu": Preset(
-    name="cpu",
-    description=(
-      "The tiny models trained until they stop improving, on two CPU cores."
-    ),
-    cnn=_cpu_cnn("cpu", epochs=6),
-    gpt=_cpu_gpt("cpu", iters=2000),
+  "cpu": _cpu_preset(
+    "cpu",
+    "The tiny models trained until they stop improving, on two CPU cores.",
+    epochs=6,
+    iters=2000,
     grids=_CPU_GRIDS,
   ),
-  "cpu-long": Preset(
-    name="cpu-long",
-    description=(
-      "The tiny models trained to the end of training, on two CPU cores."
-    ),
-    # The CNN on the `cpu` preset's 4,096 images, so that the long run
-    # extends the 6-epoch one; 24 epochs of 8,192 images would take about
-    # six hours to sweep on one core (benchmarks/results/cpu/commands.txt).
-    cnn=_cpu_cnn("cpu-long", epochs=20),
-    gpt=_cpu_gpt("cpu-long", iters=5000),
+  # The CNN on the `cpu` preset's 4,096 images, so that the long run extends
+  # the 6-epoch one; 24 epochs of 8,192 images would take about six hours to
+  # sweep on one core (benchmarks/results/cpu/commands.txt).
+  "cpu-long": _cpu_preset(
+    "cpu-long",
+    "The tiny models trained to the end of training, on two CPU cores.",
+    epochs=20,
+    iters=5000,
     grids=_CPU_LONG_GRIDS,
   ),
   "paper-tuned": Preset(

@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from examples.common.metrics_log import parse_json_lines
+
 EVAL = "eval"
 FINAL = "final"
 
@@ -59,29 +61,14 @@ class RecordWriter:
 def read_records(path: pathlib.Path) -> list[dict[str, Any]]:
   """Reads a JSON-lines file written by :class:`RecordWriter`.
 
-  A last line cut short (a run killed while writing) is skipped.
+  A last line that is not JSON (a run killed while writing) is skipped.
 
   Raises:
     FileNotFoundError: If the file does not exist.
     ValueError: If a line other than the last is not a JSON object.
   """
-  lines = pathlib.Path(path).read_text(encoding="utf-8").splitlines()
-  records = []
-  for number, line in enumerate(lines, start=1):
-    if not line.strip():
-      continue
-    try:
-      record = json.loads(line)
-    except json.JSONDecodeError as error:
-      if number == len(lines):
-        break
-      raise ValueError(
-        f"{path}, line {number}, is not JSON ({error}); the file is damaged."
-      ) from error
-    if not isinstance(record, dict):
-      raise ValueError(f"{path}, line {number}, is not a JSON object.")
-    records.append(record)
-  return records
+  text = pathlib.Path(path).read_text(encoding="utf-8")
+  return parse_json_lines(text, path, any_last_line=True)[0]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -107,13 +107,18 @@ def source_commit() -> dict[str, Any]:
   }
 
 
-def environment_line(env: Mapping[str, Any], *extra: str) -> str:
-  """The reports' one line on the device, versions, date and load.
+def report_head(
+  title: str, report: Mapping[str, Any], *extra: str
+) -> list[str]:
+  """A markdown report's first lines: title, command and environment.
 
   Args:
-    env: an :func:`environment` dict.
+    title: The heading, to which the platform is appended.
+    report: A report with ``command`` and ``environment`` (an
+      :func:`environment` dict).
     *extra: further versions to name after optax's (e.g. ``"torch 2.5"``).
   """
+  env = report["environment"]
   versions = ", ".join(
     [
       f"jax {env['jax']}",
@@ -122,10 +127,15 @@ def environment_line(env: Mapping[str, Any], *extra: str) -> str:
       *extra,
     ]
   )
-  return (
+  return [
+    f"# {title} ({env['platform']})",
+    "",
+    f"Command: `{report['command']}`",
+    "",
     f"Device: {env['device_kind']}, {env['cpu_count']} CPUs; {versions}; "
-    f"{env['date_utc']}; load average at the start {env['load_average']}."
-  )
+    f"{env['date_utc']}; load average at the start {env['load_average']}.",
+    "",
+  ]
 
 
 def host_load() -> list[float] | None:

@@ -44,7 +44,7 @@ import numpy as np
 
 from benchmarks.step_cost.report import (
   environment,
-  environment_line,
+  report_head,
   write_results,
 )
 from benchmarks.throughput import torch_peer, worker
@@ -200,16 +200,12 @@ def summarize(samples: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
 
 def markdown(report: dict[str, Any]) -> str:
   """The report's tables."""
-  env = report["environment"]
   lines = [
-    f"# Training throughput ({env['platform']})",
-    "",
-    f"Command: `{report['command']}`",
-    "",
-    environment_line(
-      env, f"torch {report.get('torch_version', 'not installed')}"
+    *report_head(
+      "Training throughput",
+      report,
+      f"torch {report.get('torch_version', 'not installed')}",
     ),
-    "",
     "One training step as the trainers run it (forward, backward, optimizer; "
     "the CNN's step includes its augmentation), float32, batch of the preset. "
     "Each cell: median over all timed steps of all rounds. `x torch` is the "

@@ -1,12 +1,4 @@
-"""The CNN's training settings, :class:`Config`, and its presets.
-
-The defaults are the paper's protocol (section 3.1): 40,000 training and
-10,000 validation images (the last 10,000 of the official training set),
-batch 128, learning rate 1e-4, 100 epochs, random flips and affine warps of
-the training images, and PyTorch's ``ReduceLROnPlateau`` on the validation
-loss after each epoch (mode min, factor 0.1, patience 5, threshold 1e-4
-relative, min lr 0).
-"""
+"""The CNN's training :class:`Config` (the paper's section 3.1) and presets."""
 
 from __future__ import annotations
 
@@ -65,21 +57,16 @@ class Config(config_lib.RunConfig):
 
 PRESETS: dict[str, Config] = {
   "paper": Config(),
-  # Batch 32 without augmentation: at batch 128 with augmentation, the 128
-  # steps of four epochs left the validation accuracy between 23% and 30%,
-  # varying with the seed and thread count; four times the steps, of images
-  # the small network can fit in four epochs, settle it above 30%.
   "tiny": Config(
     preset="tiny",
     model=CNNConfig(widths=(8, 16, 32), dense_features=32),
     lr=1e-4,
-    batch_size=32,
+    batch_size=32,  # with augment=False: 4 epochs at 128 are too unstable
     epochs=4,
     max_train_images=4096,
     augment=False,
   ),
 }
-"""The presets: ``paper`` is the paper's protocol; ``tiny`` trains a small
-network on a tenth of the images, at batch 32 and without augmentation, in
-about a minute on two CPU cores. The benchmarks add their protocols in
+"""``paper``: the paper's protocol; ``tiny``: a small network on a tenth of the
+images, quick on a CPU. The benchmarks add theirs in
 :mod:`benchmarks.reproduce.presets`."""

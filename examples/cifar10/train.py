@@ -1,39 +1,13 @@
 """Trains the EXAdam paper's CIFAR-10 CNN (section 3.1).
 
-Usage::
-
-  python -m examples.cifar10.train --preset tiny --optimizer exadam \\
-      --data-dir DATA_DIR
-
-Training images are randomly flipped and warped (rotation, translation,
-zoom) on the device inside the jitted step; validation and test images are
-not. After each epoch the validation loss drives PyTorch's
-``ReduceLROnPlateau``; after the last epoch the test set is evaluated.
-
-Each epoch visits the training images in the order of a permutation drawn
-from ``(seed, epoch)`` and drops the last partial batch (40,000 images at
-batch 128: 312 steps, 64 images left out, a different 64 each epoch), so that
-every batch has the same shape and splits evenly over the devices. The
-augmentation and dropout randomness of step ``t`` derives from ``(seed, t)``.
-A run resumed from a checkpoint therefore continues exactly as if it had not
-stopped, also from the middle of an epoch. Every process of a multi-host run
-reads the data set and puts only the rows of each batch that its own devices
-hold (:func:`examples.common.sharding.put_batch`).
-
-The run's folder holds ``config.json``, ``metrics.jsonl`` and
-``checkpoints/``. ``metrics.jsonl`` has one record per epoch with ``epoch``,
-``step``, ``train_loss`` and ``train_acc`` (running means over the epoch's
-training batches, in training mode, as the paper's PyTorch loop computes
-them), ``val_loss``, ``val_acc``, ``lr`` (the learning rate used in that
-epoch) and the throughput; then a final record ``{"final": true,
-"test_loss": ..., "test_acc": ...}``. Accuracies are fractions in [0, 1].
-"""
+Run ``python -m examples.cifar10.train --preset tiny --data-dir DATA_DIR``. All
+randomness derives from the seed: a resumed run continues exactly."""
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import jax
@@ -55,15 +29,8 @@ TRAIN_STREAM = 0
 
 @dataclasses.dataclass
 class TrainResult:
-  """What a finished run returns.
-
-  Attributes:
-    history: The per-epoch records of ``metrics.jsonl``, oldest first
-      (including those written before a resume).
-    final: The final record, with ``test_loss`` and ``test_acc``.
-    state: The final :class:`~examples.common.train_state.TrainState`.
-    out_dir: The run folder.
-  """
+  """A finished run: epoch ``history`` (``metrics.jsonl``, resumes included),
+  the ``final`` record (test metrics), final ``state`` and run ``out_dir``."""
 
   history: list[dict[str, Any]]
   final: dict[str, Any]
@@ -74,11 +41,7 @@ class TrainResult:
 def epoch_order(
   seed: int, epoch: int, num_train: int, batch_size: int
 ) -> np.ndarray:
-  """The batches of epoch ``epoch`` (0-based): ``(steps, batch_size)`` indices.
-
-  A permutation drawn from ``(seed, epoch)``, cut into full batches; the last
-  partial batch is dropped.
-  """
+  """Full batches (even over devices) of a ``(seed, epoch)`` permutation."""
   steps = num_train // batch_size
   order = np.random.default_rng([seed, epoch]).permutation(num_train)
   return order[: steps * batch_size].reshape(steps, batch_size).astype(np.int32)
@@ -87,21 +50,7 @@ def epoch_order(
 def padded_batches(
   num_examples: int, batch_size: int, num_batches: int | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-  """Indices and 0/1 weights of batches covering every example once.
-
-  Args:
-    num_examples: Size of the split.
-    batch_size: Examples per batch.
-    num_batches: Pad to this many batches (at least the
-      ``ceil(num_examples / batch_size)`` needed); None pads no further.
-
-  Returns:
-    ``(indices, weights)``, both ``(num_batches, batch_size)``; padding
-    entries point at example 0 with weight 0.
-
-  Raises:
-    ValueError: If ``num_batches`` is too small to cover the split.
-  """
+  """Indices and 0/1 weights of ``num_batches`` (None: fewest) covering all."""
   needed = -(-num_examples // batch_size)
   num_batches = needed if num_batches is None else num_batches
   if num_batches < needed:
@@ -112,10 +61,8 @@ def padded_batches(
   flat = np.arange(num_batches * batch_size)
   weights = (flat < num_examples).astype(np.float32)
   indices = np.where(weights > 0, flat, 0).astype(np.int32)
-  return (
-    indices.reshape(num_batches, batch_size),
-    weights.reshape(num_batches, batch_size),
-  )
+  shape = (num_batches, batch_size)
+  return indices.reshape(shape), weights.reshape(shape)
 
 
 def train_step(
@@ -136,8 +83,7 @@ def train_step(
     inputs = augment_lib.augment(augment_key, inputs)
 
   def batch_loss(params):
-    # Copies of the batch statistics, made in this trace so that the forward
-    # pass may update them.
+    # Copies of the batch statistics, so that the forward pass may update them.
     model = nnx.merge(graphdef, params, state.model_state, copy=True)
     logits = model(inputs, train=True, rngs=nnx.Rngs(dropout=dropout_key))
     losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
@@ -182,14 +128,10 @@ def evaluate_split(
   labels: np.ndarray,
   batch_size: int,
 ) -> tuple[float, float]:
-  """Mean loss and accuracy of ``eval_fn`` over a whole split.
-
-  Each process feeds its ``rows`` of every padded global batch.
-  """
+  """Mean loss and accuracy over a split; this process feeds its ``rows``."""
   sums = []
-  for indices, weights in zip(
-    *padded_batches(len(images), batch_size), strict=True
-  ):
+  batches = padded_batches(len(images), batch_size)
+  for indices, weights in zip(*batches, strict=True):
     local = indices[rows]
     batch = (images[local], labels[local], weights[rows])
     sums.append(eval_fn(state, *sharding.put_batch(mesh, batch, batch_size)))
@@ -214,12 +156,7 @@ def jitted_steps(
   graphdef: nnx.GraphDef,
   update: optax.TransformUpdateExtraArgsFn,
 ) -> tuple[Any, Any]:
-  """The jitted :func:`train_step` (donating the state) and :func:`eval_step`.
-
-  Returns:
-    ``step_fn(state, images, labels)`` and ``eval_fn(state, images, labels,
-    weights)``.
-  """
+  """:func:`train_step` (donating the state) and :func:`eval_step`, jitted."""
   step_fn = jax.jit(
     functools.partial(
       train_step, graphdef=graphdef, update=update, augment=config.augment
@@ -229,41 +166,23 @@ def jitted_steps(
   return step_fn, jax.jit(functools.partial(eval_step, graphdef=graphdef))
 
 
-def put_batches(
-  mesh: jax.sharding.Mesh,
-  rows: np.ndarray,
-  dataset: data_lib.Cifar10,
-  order: np.ndarray,
-  batch_size: int,
-) -> Iterator[tuple[jax.Array, jax.Array]]:
-  """The training batches of ``order`` (a global batch of indices a row).
-
-  Each batch is put on the devices when it is needed; each process puts its
-  ``rows`` of it (:func:`examples.common.sharding.put_batch`).
-  """
-  for indices in order:
-    local = indices[rows]
-    yield sharding.put_batch(
-      mesh,
-      (dataset.train_images[local], dataset.train_labels[local]),
-      batch_size,
-    )
-
-
 def train_epoch(
   run: training_run.TrainingRun,
   step_fn: Any,
   state: train_state_lib.TrainState,
-  batches: Iterable[tuple[jax.Array, jax.Array]],
+  dataset: data_lib.Cifar10,
+  order: np.ndarray,
+  rows: np.ndarray,
+  mesh: jax.sharding.Mesh,
 ) -> tuple[train_state_lib.TrainState, int]:
-  """Trains on ``batches`` until they run out or a stop is requested.
-
-  Returns:
-    The state and the number of batches trained on.
-  """
+  """Trains on ``order``'s batches until done or stopped -> (state, batches)."""
   done = 0
-  for images, labels in batches:
-    state, metrics = step_fn(state, images, labels)
+  for indices in order:
+    local = indices[rows]
+    batch = (dataset.train_images[local], dataset.train_labels[local])
+    state, metrics = step_fn(
+      state, *sharding.put_batch(mesh, batch, len(indices))
+    )
     run.log_step(metrics)
     done += 1
     if run.stop_requested:
@@ -280,22 +199,16 @@ def lower_rate_on_plateau(
   """Steps ``scheduler`` on an epoch's validation loss; sets a lowered rate."""
   if not step_plateau(scheduler, val_loss):
     return state
-  run.print(f"val loss plateaued: lr -> {scheduler.learning_rate:.3g}")
-  return state._replace(
-    opt_state=optimizers.set_learning_rate(
-      state.opt_state, scheduler.learning_rate
-    )
-  )
-
-
-# What an epoch writes and how it steps the plateau scheduler, shared with
-# benchmarks.reproduce.cnn, which trains many runs at once.
+  rate = scheduler.learning_rate
+  run.print(f"val loss plateaued: lr -> {rate:.3g}")
+  opt_state = optimizers.set_learning_rate(state.opt_state, rate)
+  return state._replace(opt_state=opt_state)
 
 
 def plateau_scheduler(
   config: configs.Config, learning_rate: float
 ) -> plateau.ReduceLROnPlateau:
-  """A run's ``ReduceLROnPlateau``, starting at ``learning_rate``."""
+  """A ``ReduceLROnPlateau`` from ``learning_rate`` (benchmarks share these)."""
   return plateau.ReduceLROnPlateau(
     learning_rate=learning_rate,
     factor=config.plateau_factor,
@@ -304,7 +217,7 @@ def plateau_scheduler(
 
 
 def step_plateau(scheduler: plateau.ReduceLROnPlateau, val_loss: float) -> bool:
-  """Steps ``scheduler`` on an epoch's validation loss; whether the rate fell."""
+  """Steps ``scheduler`` on a validation loss; returns whether the rate fell."""
   learning_rate = scheduler.learning_rate
   return scheduler.step(val_loss) != learning_rate
 
@@ -316,19 +229,8 @@ def epoch_record(
   val: tuple[float, float],
   learning_rate: float,
 ) -> dict[str, Any]:
-  """The record of an epoch.
-
-  Args:
-    epoch: The epochs done (1 after the first).
-    steps_per_epoch: Training steps per epoch.
-    train: The epoch's mean training loss and accuracy.
-    val: The validation loss and accuracy after it.
-    learning_rate: The rate of the epoch's last step.
-
-  Returns:
-    ``epoch``, ``step``, ``train_loss``, ``train_acc``, ``val_loss``,
-    ``val_acc`` and ``lr``.
-  """
+  """``epoch`` (done), ``step``, ``train_loss``/``train_acc`` (running means, as
+  PyTorch), ``val_loss``/``val_acc`` (after it) and ``lr`` (its last step's)."""
   return {
     "epoch": epoch,
     "step": epoch * steps_per_epoch,
@@ -343,8 +245,7 @@ def epoch_record(
 def final_record(
   epoch: int, steps_per_epoch: int, test: tuple[float, float]
 ) -> dict[str, Any]:
-  """The fields of the final record: ``epoch``, ``step``, ``test_loss`` and
-  ``test_acc`` (the test loss and accuracy in ``test``)."""
+  """The final record: ``epoch``, ``step``, ``test_loss`` and ``test_acc``."""
   return {
     "epoch": epoch,
     "step": epoch * steps_per_epoch,
@@ -353,37 +254,10 @@ def final_record(
   }
 
 
-def train(
-  config: configs.Config, dataset: data_lib.Cifar10 | None = None
-) -> TrainResult:
-  """Trains the CNN as configured, writing the run folder.
-
-  Args:
-    config: The run's settings.
-    dataset: The images to use; None loads CIFAR-10 from ``config.data_dir``
-      (split with ``config.val_size``).
-
-  Returns:
-    The metric history, the final test record and the final state.
-
-  Raises:
-    examples.common.training_run.NonFiniteLossError: If a training loss is
-      NaN or infinite; the checkpoints written before stay.
-    examples.common.training_run.RunStopped: After SIGTERM or Ctrl-C, once a
-      checkpoint at the current step is written.
-    FileExistsError: If the run folder holds a run and ``resume`` is false.
-    ValueError: If the settings are inconsistent (the batch does not split
-      over the devices, no validation set, resuming with other settings).
-  """
-  if dataset is None:
-    dataset = load(config, config.data_dir, config.download)
-  dataset = data_lib.limit_train_images(dataset, config.max_train_images)
-  mesh = sharding.make_data_mesh(config.num_devices)
-  batch_size = config.batch_size
-  sharding.check_batch_size(batch_size, mesh)
-  num_train = len(dataset.train_images)
-  steps_per_epoch = data_lib.steps_per_epoch(num_train, batch_size)
-  schedule = config.learning_rate_schedule(config.epochs * steps_per_epoch)
+def init_state(
+  config: configs.Config, mesh: jax.sharding.Mesh, schedule: optax.Schedule
+) -> tuple[nnx.GraphDef, train_state_lib.TrainState, Any]:
+  """The CNN's graph definition, initial state and optimizer update."""
   optimizer = optimizers.make_optimizer(
     config.optimizer,
     config.lr,
@@ -398,7 +272,26 @@ def train(
     mesh,
     fsdp=config.fsdp,
   )
-  step_fn, eval_fn = jitted_steps(config, graphdef, optimizer.update)
+  return graphdef, state, optimizer.update
+
+
+def train(
+  config: configs.Config, dataset: data_lib.Cifar10 | None = None
+) -> TrainResult:
+  """Trains the CNN on ``dataset`` (None: CIFAR-10 from ``config.data_dir``);
+  raises ``RunStopped`` once checkpointed after SIGTERM or Ctrl-C, ValueError
+  for inconsistent settings (e.g. a batch not splitting over the devices)."""
+  if dataset is None:
+    dataset = load(config, config.data_dir, config.download)
+  dataset = data_lib.limit_train_images(dataset, config.max_train_images)
+  mesh = sharding.make_data_mesh(config.num_devices)
+  batch_size = config.batch_size
+  sharding.check_batch_size(batch_size, mesh)
+  num_train = len(dataset.train_images)
+  steps_per_epoch = data_lib.steps_per_epoch(num_train, batch_size)
+  schedule = config.learning_rate_schedule(config.epochs * steps_per_epoch)
+  graphdef, state, update = init_state(config, mesh, schedule)
+  step_fn, eval_fn = jitted_steps(config, graphdef, update)
   rows = sharding.local_rows(mesh, batch_size)  # this process's share
   learning_rate = optimizers.initial_learning_rate(config.optimizer, config.lr)
 
@@ -428,9 +321,8 @@ def train(
       )
 
     while epoch < config.epochs:
-      order = epoch_order(config.seed, epoch, num_train, batch_size)
-      batches = put_batches(mesh, rows, dataset, order[batch:], batch_size)
-      state, done = train_epoch(run, step_fn, state, batches)
+      order = epoch_order(config.seed, epoch, num_train, batch_size)[batch:]
+      state, done = train_epoch(run, step_fn, state, dataset, order, rows, mesh)
       batch += done
       if run.stop_requested:  # SIGTERM or Ctrl-C: save here and end
         save()
@@ -458,13 +350,7 @@ def train(
 
 def main(argv: Sequence[str] | None = None) -> int:
   """Runs ``python -m examples.cifar10.train``; returns the exit status."""
-  return cli.main(
-    train,
-    configs.PRESETS,
-    argv,
-    prog="python -m examples.cifar10.train",
-    description="Train the EXAdam paper's CIFAR-10 CNN.",
-  )
+  return cli.main(train, configs.PRESETS, argv)
 
 
 if __name__ == "__main__":

@@ -1,29 +1,25 @@
 """The command line of both trainers, generated from their config dataclass.
 
-``--preset NAME`` picks the preset the other options start from; every field
-of the config is an option (``--lr``, ``--batch-size``, ``--no-augment``, the
-model's ``--n-layer``...), with its docstring as help and the preset's value
-as default (tyro does both). :func:`main` then runs the trainer and turns
-what can go wrong into one line on standard error:
+Every config field is an option (``--lr``, ``--no-augment``, the model's
+``--n-layer``...), with its docstring as help and the ``--preset``'s value as
+default. :func:`main` applies :mod:`~examples.common.cpu_setup` and the
+compilation cache, runs the trainer, and reports in one line on stderr:
 
 * a bad option: ``error: ...``, exit status 2;
-* an error at run time (data not found, run folder in use, divergence...):
-  ``error: ...``, exit status 1; ``--debug`` (or ``EXADAM_DEBUG=1``) shows
-  the traceback instead;
-* SIGTERM or Ctrl-C: the run saves a checkpoint at the current step, prints
-  where it stopped and how to resume, and exits with 128 + the signal number;
-* a lost peer in a multi-process run: which process was lost, and that
-  ``--resume`` continues from the last checkpoint; exit status 1.
-
-Before training it applies the CPU settings of :mod:`examples.common.cpu_setup`
-and turns on JAX's persistent compilation cache
-(:mod:`examples.common.compile_cache`, ``--compilation-cache``).
+* a run-time error (data not found, run folder in use, divergence...):
+  ``error: ...``, exit status 1 (``--debug``, ``EXADAM_DEBUG=1``: traceback);
+* SIGTERM or Ctrl-C: a checkpoint is saved at the current step, with where it
+  stopped and how to resume; exit status 128 + the signal number;
+* a lost peer process: which one, and that ``--resume`` continues from the
+  last checkpoint; exit status 1.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import io
 import os
 import sys
 import traceback
@@ -50,45 +46,61 @@ def parse(
   prog: str,
   description: str,
 ) -> Any:
-  """The config the command line asks for.
+  """``presets[--preset]`` (the first by default) with the options applied.
 
-  Args:
-    presets: The trainer's presets by name; the first is the default.
-    argv: The arguments, without the program name.
-    prog: The program's name in the help.
-    description: The first lines of the help.
-
-  Returns:
-    ``presets[--preset]`` with the other options applied.
-
-  Raises:
-    SystemExit: For ``--help`` and for options that cannot be parsed.
-    ValueError: If a value is out of range (the config's ``__post_init__``).
+  ``SystemExit`` for ``--help``; a one-line ``ValueError`` for a bad option.
   """
   import tyro  # Only the command line needs it, not the benchmarks.
 
   # The preset is read first, as the defaults of every other option.
-  preset_parser = argparse.ArgumentParser(prog=prog, add_help=False)
+  preset_parser = argparse.ArgumentParser(
+    prog=prog, add_help=False, exit_on_error=False
+  )
   preset_parser.add_argument("--preset", choices=list(presets))
-  preset = preset_parser.parse_known_args(argv)[0].preset
+  try:
+    preset = preset_parser.parse_known_args(argv)[0].preset
+  except argparse.ArgumentError as error:
+    raise ValueError(f"{error}.") from None
   default = presets[preset or next(iter(presets))]
   config_class = type(default)
   unchecked = _unchecked(config_class)
-  parsed = tyro.cli(
-    unchecked,
-    args=list(argv),
-    default=_convert(unchecked, default),
-    prog=prog,
-    description=f"{description} Presets: {', '.join(presets)}.",
-    # --n-layer rather than --model.n-layer.
-    config=(tyro.conf.OmitArgPrefixes,),
-  )
+  box = io.StringIO()
+  try:
+    with contextlib.redirect_stderr(box):
+      parsed = tyro.cli(
+        unchecked,
+        args=list(argv),
+        default=_convert(unchecked, default),
+        prog=prog,
+        description=f"{description} Presets: {', '.join(presets)}.",
+        # --n-layer rather than --model.n-layer.
+        config=(tyro.conf.OmitArgPrefixes,),
+      )
+  except SystemExit as exit_:
+    message = _box_message(box.getvalue())
+    if exit_.code == 0 or not message:
+      sys.stderr.write(box.getvalue())
+      raise
+    raise ValueError(f"{message} ({prog} --help lists the options)") from None
+  sys.stderr.write(box.getvalue())  # tyro's warnings, if any
   return _convert(config_class, parsed)
 
 
+def _box_message(box: str) -> str:
+  """The message of tyro's error box as one line ('' if there is none)."""
+  # Title, rule, message, rule, help: boxed (title in the top edge) or plain.
+  rules, message = 0, []
+  for line in box.splitlines():
+    text = line.strip("│|╰╯ ")
+    if text.startswith("╭") or (text and set(text) <= set("─-")):
+      rules += 1
+    elif rules == 1 and text:
+      message.append(text)
+  return " ".join(message)
+
+
 def _config_fields(config_class: type) -> dict[str, type]:
-  """The fields of ``config_class`` that are configs themselves (the model's),
-  with their classes."""
+  """Fields of ``config_class`` that are configs (the model's), by name."""
   hints = typing.get_type_hints(config_class)
   return {
     field.name: hints[field.name]
@@ -99,15 +111,9 @@ def _config_fields(config_class: type) -> dict[str, type]:
 
 
 def _unchecked(config_class: type) -> type:
-  """``config_class`` without the ``__post_init__`` checks, its own and those
-  of the configs in its fields (the model's).
-
-  tyro reports a ``ValueError`` from a class it builds in a box of its own;
-  :func:`parse` converts what tyro parsed into ``config_class`` itself, so
-  that :func:`main` prints the error as one line like every other. The help
-  still comes from ``config_class``'s docstrings: tyro looks them up along
-  the MRO.
-  """
+  """``config_class`` and nested configs, without ``__post_init__`` checks."""
+  # tyro would box a ValueError; parse() checks by converting, so main()
+  # prints it in one line. tyro finds the field docstrings along the MRO.
   namespace: dict[str, Any] = {
     "__doc__": config_class.__doc__,
     "__post_init__": lambda self: None,
@@ -125,9 +131,7 @@ def _unchecked(config_class: type) -> type:
 
 
 def _convert(config_class: type, config: Any) -> Any:
-  """A ``config_class`` with the values of ``config``, a config of it or of
-  its :func:`_unchecked` class; the configs in its fields are converted (and
-  so checked) first."""
+  """``config`` (or its unchecked twin) as a checked ``config_class``."""
   nested = _config_fields(config_class)
   return config_class(
     **{
@@ -144,24 +148,17 @@ def _convert(config_class: type, config: Any) -> Any:
 def main(
   train: Callable[[Any], Any],
   presets: Mapping[str, Any],
-  argv: Sequence[str] | None,
-  *,
-  prog: str,
-  description: str,
+  argv: Sequence[str] | None = None,
 ) -> int:
   """Parses the command line, runs ``train(config)``; returns the exit status.
 
-  Args:
-    train: The trainer's ``train`` function.
-    presets: Its presets; see :func:`parse`.
-    argv: The arguments (without the program name); None reads ``sys.argv``.
-    prog: The program's name in the help.
-    description: The first lines of the help.
-
-  Returns:
-    0 on success, 1 for a run-time error, 2 for a bad option, 128 + the
-    signal number if a signal stopped the run.
+  0 on success, else as the module docstring lists. The help starts with the
+  first line of ``train``'s module docstring; ``argv`` (None: ``sys.argv``)
+  excludes the program name.
   """
+  module = sys.modules[train.__module__]
+  prog = f"python -m {module.__name__}"
+  description = (module.__doc__ or "").strip().split("\n")[0]
   argv = sys.argv[1:] if argv is None else list(argv)
   debug = "--debug" in argv or os.environ.get(DEBUG_ENV_VAR, "") not in (
     "",

@@ -1,27 +1,9 @@
 """JAX's persistent compilation cache, as the trainers and benchmarks use it.
 
-Compiling a training step takes 10-25 s on the CPU. With the cache a second
-run of the same model and settings loads the compiled programs from disk
-instead: every program is cached, however quickly it compiled (JAX's default
-skips those under a second, which together still cost seconds at start;
-``$JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS``, if set, is kept).
-
-The folder, first match wins:
-
-* the trainers' ``--compilation-cache DIR`` option (``off`` turns the cache
-  off);
-* ``$JAX_COMPILATION_CACHE_DIR``, JAX's own variable;
-* ``jax/`` in the cache folder, ``~/.cache/exadam_optax/jax``
-  (:func:`examples.common.download.cache_dir`).
-
-``JAX_ENABLE_COMPILATION_CACHE=0``, also JAX's own, turns it off unless the
-option names a folder.
-
-A cache never stops a run. An entry that cannot be read (truncated, garbage,
-written halfway) is compiled again, and one that cannot be written is
-skipped; JAX warns for each, which :func:`enable` turns into a single line on
-standard error. Entries of another jaxlib, or another backend version, are
-never loaded: their version is part of the key, so they are simply not found.
+Every program is cached unless ``$JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS``
+is set (JAX's default skips quick ones, which add up). Unreadable entries are
+compiled again and unwritable ones skipped, with one line of warning; entries
+of another jaxlib or backend are never loaded (their version is in the key).
 """
 
 from __future__ import annotations
@@ -39,22 +21,16 @@ ENABLE_ENV_VAR = "JAX_ENABLE_COMPILATION_CACHE"
 MIN_TIME_ENV_VAR = "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"
 OFF = "off"
 """The option's value that turns the cache off."""
-_FALSE = ("0", "false", "no", "off", "n", "f")
-"""What JAX reads as false in a boolean variable."""
-
+_FALSE = ("0", "false", "no", "off", "n", "f")  # What JAX reads as false.
 _CACHE_WARNING = r"Error (reading|writing) persistent compilation cache entry"
-"""The start of JAX's warning for an entry it could not read or write."""
 
 
 def folder(option: str | None = None) -> pathlib.Path | None:
-  """The cache folder that ``option`` and the environment ask for.
+  """The cache folder asked for, or None if the cache is off.
 
-  Args:
-    option: The ``--compilation-cache`` option: a folder, ``"off"``, or None
-      for the environment's choice.
-
-  Returns:
-    The folder, or None if the cache is off.
+  First that applies: ``option`` (a folder or ``"off"``), a false
+  ``$JAX_ENABLE_COMPILATION_CACHE``, ``$JAX_COMPILATION_CACHE_DIR``, ``jax/``
+  in :func:`download.cache_dir`.
   """
   if option is not None:
     return None if option.strip().lower() == OFF else pathlib.Path(option)
@@ -65,16 +41,9 @@ def folder(option: str | None = None) -> pathlib.Path | None:
 
 
 def enable(option: str | None = None) -> pathlib.Path | None:
-  """Turns JAX's persistent compilation cache on (or off) for this process.
+  """Turns the cache on or off as :func:`folder` says; returns that folder.
 
-  Call it before the first compilation. A folder that cannot be created
-  leaves the cache off, with one line saying so.
-
-  Args:
-    option: As for :func:`folder`.
-
-  Returns:
-    The cache folder, or None if the cache is off.
+  A folder that cannot be created leaves the cache off, with a warning.
   """
   import jax
   from jax.experimental.compilation_cache import compilation_cache
@@ -95,8 +64,8 @@ def enable(option: str | None = None) -> pathlib.Path | None:
     jax.config.jax_enable_compilation_cache,
     jax.config.jax_compilation_cache_dir,
   ):
-    # JAX opens its cache, or decides it has none, at the first compilation;
-    # a process that compiled before (a test calling two trainers) reopens it.
+    # JAX opens its cache at the first compilation; a process that compiled
+    # before (a test calling two trainers) must reopen it.
     compilation_cache.reset_cache()
   jax.config.update("jax_enable_compilation_cache", path is not None)
   if path is None:
@@ -104,16 +73,23 @@ def enable(option: str | None = None) -> pathlib.Path | None:
   jax.config.update("jax_compilation_cache_dir", str(path))
   if MIN_TIME_ENV_VAR not in os.environ:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-  _one_line_for_cache_errors(path)
+  # Shown every time, whatever the filters say (an "error" filter would turn
+  # a recoverable cache miss into a failed compilation): the hook dedupes.
+  warnings.filterwarnings(
+    "always", message=_CACHE_WARNING, category=UserWarning
+  )
+  hook = warnings.showwarning
+  if isinstance(hook, _CacheNotice):
+    hook.path = path
+  else:
+    warnings.showwarning = _CacheNotice(path, hook)
   return path
 
 
 class _CacheNotice:
-  """A ``warnings.showwarning`` that prints JAX's cache warnings as one line.
+  """A showwarning hook: JAX's first cache warning as one line, others dropped.
 
-  JAX warns once per program whose entry it could not read or write, with
-  the whole exception; a corrupt cache would print dozens. The first becomes
-  one line, the rest are dropped, and other warnings go to the previous hook.
+  JAX warns per program, with the whole exception; other warnings pass on.
   """
 
   def __init__(self, path: pathlib.Path, previous) -> None:
@@ -144,17 +120,3 @@ def _notice(path: pathlib.Path, text: str) -> str:
     f"warning: cannot write to the compilation cache {path}{reason}; "
     "compiled programs are not kept."
   )
-
-
-def _one_line_for_cache_errors(path: pathlib.Path) -> None:
-  """Routes JAX's cache warnings to one line per process (:class:`_CacheNotice`)."""
-  # Shown every time, whatever the filters say (an "error" filter would turn
-  # a recoverable cache miss into a failed compilation): the hook dedupes.
-  warnings.filterwarnings(
-    "always", message=_CACHE_WARNING, category=UserWarning
-  )
-  hook = warnings.showwarning
-  if isinstance(hook, _CacheNotice):
-    hook.path = path
-  else:
-    warnings.showwarning = _CacheNotice(path, hook)

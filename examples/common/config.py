@@ -1,13 +1,8 @@
 """The settings every training run has: :class:`RunConfig`.
 
-Each trainer's configuration subclasses it (``examples/*/configs.py``). The
-dataclass is the one place a setting is defined: its fields, defaults and
-docstrings generate the command line (see :mod:`examples.common.cli`), its
-``__post_init__`` checks the values, and :func:`dataclasses.asdict` of it is
-the run's ``config.json``. Presets are plain instances.
-
-``--help`` shows a field's docstring as written, line breaks included, so
-each docstring line ends a sentence or clause.
+Each trainer's ``Config`` subclasses it. A field's default and docstring make
+the command line (``--help`` shows each docstring line as written, so it ends
+a sentence or clause), ``__post_init__`` checks it, ``config.json`` records it.
 """
 
 from __future__ import annotations
@@ -26,7 +21,7 @@ OptimizerName = Literal[optimizers.OPTIMIZER_NAMES]
 
 
 def check_positive(name: str, value: object) -> None:
-  """Raises ``ValueError`` unless ``value`` is an integer >= 1."""
+  """Raises ``ValueError`` naming ``name`` unless ``value`` is an int >= 1."""
   if isinstance(value, bool) or not isinstance(value, int) or value < 1:
     raise ValueError(f"{name} must be a positive integer, got {value!r}.")
 
@@ -118,32 +113,14 @@ class RunConfig:
   """Show the traceback of an error (also: EXADAM_DEBUG=1)."""
 
   RESUMABLE: ClassVar[frozenset[str]] = frozenset(
-    {
-      "data_dir",
-      "download",
-      "verify_data",
-      "out_dir",
-      "resume",
-      "restart_if_damaged",
-      "keep_checkpoints",
-      "distributed",
-      "coordinator_address",
-      "num_processes",
-      "process_id",
-      "heartbeat_timeout",
-      "compilation_cache",
-      "progress",
-      "debug",
-    }
+    "data_dir download verify_data out_dir resume restart_if_damaged "
+    "keep_checkpoints distributed coordinator_address num_processes "
+    "process_id heartbeat_timeout compilation_cache progress debug".split()
   )
   """Settings that may differ when a run is resumed; subclasses add theirs."""
 
   def __post_init__(self) -> None:
-    """Checks the settings.
-
-    Raises:
-      ValueError: Naming the first setting that is out of range.
-    """
+    """Raises ``ValueError`` naming the first setting that is out of range."""
     if self.optimizer not in optimizers.OPTIMIZERS:
       raise ValueError(
         f"Unknown optimizer {self.optimizer!r}; choose one of "
@@ -203,8 +180,7 @@ class RunConfig:
     )
 
   def resumable(self) -> frozenset[str]:
-    """:attr:`RESUMABLE`, less the run's length under a schedule that
-    depends on it (a cosine decays over the whole run)."""
+    """:attr:`RESUMABLE`, less the run's length if the schedule uses it."""
     if self.schedule == "constant":
       return self.RESUMABLE
     return self.RESUMABLE - {"iters", "epochs"}
@@ -216,11 +192,7 @@ class RunConfig:
     )
 
   def run_dir(self, trainer: str) -> pathlib.Path:
-    """The run folder, with the default filled in.
-
-    Args:
-      trainer: The trainer's name in the default folder, e.g. ``"mingpt"``.
-    """
+    """The run folder; the default names ``trainer``, e.g. ``"mingpt"``."""
     if self.out_dir is not None:
       return pathlib.Path(self.out_dir)
     return pathlib.Path(

@@ -1,28 +1,15 @@
-"""Process settings that make JAX train faster on the CPU.
+"""Process settings, made before JAX starts, that speed up training on the CPU.
 
-Two settings, applied by :func:`configure` before JAX starts its backend
-(the trainers and benchmarks call it first thing; the test suite too):
+* Allocator: XLA mallocs temporary buffers every step, and glibc's defaults
+  mmap large ones and trim freed memory, so each step faults them in again.
+  ``M_MMAP_MAX=0``, ``M_TRIM_THRESHOLD=-1``, ``M_ARENA_MAX=1`` keep that memory
+  (the resident size stays at the peak).
+* Convolutions: jaxlib 0.10's YNNPACK is far slower than XLA at 3x3 weight
+  gradients here; ``--xla_cpu_experimental_ynn_fusion_type=dot,reduce`` keeps
+  it for matrix products and reductions. An unknown XLA flag aborts, so it is
+  only set for :data:`YNN_FLAG_JAXLIB_VERSIONS`.
 
-* **Allocator.** XLA's CPU runtime allocates its temporary buffers with
-  ``malloc`` for every step. With glibc's defaults, large buffers are mapped
-  with ``mmap`` and unmapped when freed, and freed heap memory is trimmed, so
-  each step faults its working set in again (millions of page faults a step
-  for the paper's MinGPT). ``mallopt`` with ``M_MMAP_MAX = 0`` (no mmap for
-  allocations), ``M_TRIM_THRESHOLD = -1`` (never trim) and
-  ``M_ARENA_MAX = 1`` (one heap, so freed memory is reused by every thread)
-  keeps that memory in the process. It is applied in-process, so no launcher
-  or preloaded library is needed; the resident size then stays at the peak.
-* **Convolutions.** jaxlib 0.10 hands convolutions to YNNPACK, whose kernel
-  for the weight gradient of a 3x3 convolution is several times slower than
-  XLA's own (Eigen) on this kind of CPU. The XLA flag
-  ``--xla_cpu_experimental_ynn_fusion_type=dot,reduce`` keeps YNNPACK for
-  matrix products and reductions only. The flag is experimental, and an
-  unknown XLA flag aborts the process, so it is only set for the jaxlib
-  versions it was measured with (:data:`YNN_FLAG_JAXLIB_VERSIONS`).
-
-``benchmarks/throughput`` measures both, on and off. Set
-``EXADAM_CPU_SETUP=0`` to leave the process as it is; a value for the XLA
-flag already in ``XLA_FLAGS`` is kept.
+``EXADAM_CPU_SETUP=0`` turns both off; a flag value in ``XLA_FLAGS`` is kept.
 """
 
 from __future__ import annotations
@@ -47,16 +34,7 @@ _M_ARENA_MAX = -8
 
 
 def configure(*, malloc: bool = True, xla: bool = True) -> list[str]:
-  """Applies the settings this process can take; returns what was applied.
-
-  Args:
-    malloc: Whether to apply the allocator setting.
-    xla: Whether to add the XLA flag.
-
-  Returns:
-    ``"malloc"`` and/or ``"xla"``, for the settings applied (none when turned
-    off with ``EXADAM_CPU_SETUP=0`` or unavailable on this platform).
-  """
+  """Applies the chosen settings this process can take; returns their names."""
   if os.environ.get(ENV_VAR, "1") == "0":
     return []
   applied = []

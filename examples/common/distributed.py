@@ -1,23 +1,10 @@
 """Joining the processes of a multi-host run, and noticing when one is lost.
 
-:func:`initialize` calls :func:`jax.distributed.initialize` with the
-``--coordinator-address``, ``--num-processes`` and ``--process-id`` options
-where given; JAX detects the others on Cloud TPU, Slurm, Open MPI and
-Kubernetes clusters.
-
-When a process dies or hangs, the others must not wait for ever, and the user
-must learn which process was lost. ``--heartbeat-timeout H`` bounds that
-wait: a watchdog thread in each process keeps a heartbeat counter of every
-process in the coordination service's key-value store and ends the process
-when another one has been silent for ``H`` seconds; a cross-process
-collective on the CPU gives up after ``H`` seconds without data
-(``--xla_cpu_collective_timeout_seconds``); and JAX's own coordination
-service, set to ``2 H``, is the last resort. Whichever notices first, the
-process prints one line, naming the lost process and saying that
-``--resume`` continues from the last checkpoint, and exits with status 1.
-When the coordinator (process 0) dies, the coordination service ends the
-others at once with ``abort()``, after its own report, which Python cannot
-catch; a C-level ``SIGABRT`` handler prints the line then.
+A dead or hung process is noticed after ``--heartbeat-timeout H`` seconds by a
+watchdog thread (heartbeat counters in JAX's coordination service) or by CPU
+collectives, at worst by JAX's own heartbeat at ``2 H``; one line names it and
+the process exits with status 1. A C ``SIGABRT`` handler covers JAX's
+uncatchable ``abort()`` when the coordinator dies.
 """
 
 from __future__ import annotations
@@ -34,18 +21,13 @@ import jax
 import jaxlib
 
 COLLECTIVE_TIMEOUT_FLAG = "--xla_cpu_collective_timeout_seconds"
-_FLAG_JAXLIB_VERSIONS = ("0.10.",)
+_FLAG_JAXLIB_VERSIONS = ("0.10.",)  # An unknown XLA flag aborts the process.
 _ALIVE_PREFIX = "exadam/alive/"
 _EXIT_STATUS = 1
 
 
 class _Watchdog:
-  """Publishes a heartbeat counter of this process and watches the others'.
-
-  Counters rather than clock readings, so that hosts need not agree on the
-  time: a process counts as silent when its counter has not changed for the
-  timeout, measured on this process's own monotonic clock.
-  """
+  """Shares heartbeat counters (not times: clocks may differ) with others."""
 
   def __init__(self, timeout: float):
     self.timeout = timeout
@@ -57,7 +39,7 @@ class _Watchdog:
     self._client = jax._src.distributed.global_state.client
 
   def suspect(self) -> str:
-    """The process that has been silent longest (the coordinator if unknown)."""
+    """The process silent longest (the coordinator if unknown)."""
     others = [p for p in range(self.count) if p != self.process]
     if not others:
       return "no other process"
@@ -97,29 +79,26 @@ _abort_handler: Any = None  # Keeps the C callback alive.
 
 
 def lost(reason: str) -> None:
-  """Prints why the run cannot go on and ends the process at once.
-
-  ``os._exit`` skips JAX's shutdown barrier, which would wait for the lost
-  process.
-  """
+  """Prints why the run cannot go on and ends the process at once."""
   process = jax.process_index() if _watchdog is None else _watchdog.process
   sys.stderr.flush()
-  os.write(
-    2,
-    (
-      f"error: process {process}: {reason}; the run cannot go on. Start "
-      "every process again with --resume to continue from the last "
-      "checkpoint.\n"
-    ).encode(),
+  message = (
+    f"error: process {process}: {reason}; the run cannot go on. Start every "
+    "process again with --resume to continue from the last checkpoint.\n"
   )
-  os._exit(_EXIT_STATUS)
+  os.write(2, message.encode())
+  os._exit(_EXIT_STATUS)  # Skips JAX's shutdown barrier, which waits for it.
+
+
+def _suspect() -> str:
+  return "a peer process" if _watchdog is None else _watchdog.suspect()
 
 
 def describe_failure(error: Exception) -> str:
   """Why a collective failed, for :func:`lost`."""
-  suspect = "a peer process" if _watchdog is None else _watchdog.suspect()
   return (
-    f"a collective with {suspect} failed ({str(error).splitlines()[0][:120]})"
+    f"a collective with {_suspect()} failed "
+    f"({str(error).splitlines()[0][:120]})"
   )
 
 
@@ -139,8 +118,7 @@ def _install_abort_handler() -> None:
 
   def on_abort(signum: int) -> None:
     del signum
-    suspect = "a peer process" if _watchdog is None else _watchdog.suspect()
-    lost(f"JAX's coordination service lost {suspect}")
+    lost(f"JAX's coordination service lost {_suspect()}")
 
   _abort_handler = handler_type(on_abort)
   libc.signal.restype = ctypes.c_void_p
@@ -151,10 +129,8 @@ def _install_abort_handler() -> None:
 def initialize(config: Any) -> None:
   """Joins this process to the others; must come before any other JAX call.
 
-  Args:
-    config: A :class:`~examples.common.config.RunConfig` with
-      ``distributed`` set; its ``heartbeat_timeout`` bounds the wait for a
-      lost process.
+  ``config`` is a ``RunConfig``; options it leaves None are detected by JAX
+  (Cloud TPU, Slurm, Open MPI, Kubernetes).
   """
   global _watchdog
   timeout = config.heartbeat_timeout

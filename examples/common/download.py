@@ -1,22 +1,8 @@
 """Finding data sets on disk, or downloading them once, atomically and verified.
 
-A data set is looked for under several *data folders*, in this order:
-
-1. the ``data_dir`` argument (the ``--data-dir`` option of the example scripts);
-2. the folder named by the environment variable ``EXADAM_DATA_DIR``;
-3. the cache folder ``$XDG_CACHE_HOME/exadam_optax`` (``~/.cache/exadam_optax``
-   when ``XDG_CACHE_HOME`` is unset).
-
-Inside a data folder each data set has a fixed relative layout (for example
-``tinyshakespeare/input.txt``). When no folder holds it, it is downloaded into
-the first folder of that list: the file is streamed to a temporary file beside
-its final name, its SHA-256 is checked, and only then is it renamed into place
-with :func:`os.replace`, so a half-written or corrupt file never appears under
-the final name; a failed download removes the folders it created.
-
-Official files found on disk are checked against their published SHA-256
-once: :func:`verify_once` remembers, in the cache folder, the size,
-modification time and digest of each file it has verified.
+A data set lies at a fixed relative path (e.g. ``tinyshakespeare/input.txt``)
+in one of the *data folders* (:func:`data_dirs`), or is downloaded into the
+first. Official files on disk are checked once against the published SHA-256.
 """
 
 from __future__ import annotations
@@ -52,15 +38,7 @@ class ChecksumMismatchError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class RemoteFile:
-  """A published file that a data set can be downloaded as.
-
-  Attributes:
-    url: Where to download it from (any scheme ``urllib`` opens, including
-      ``file://``).
-    sha256: Its published SHA-256, as 64 hexadecimal digits.
-    relative_path: Where it belongs inside a data folder, e.g.
-      ``"cifar-10-python.tar.gz"``.
-  """
+  """A published file a data set can be downloaded as (any ``urllib`` URL)."""
 
   url: str
   sha256: str
@@ -68,30 +46,16 @@ class RemoteFile:
 
 
 def cache_dir() -> pathlib.Path:
-  """Returns the cache data folder, ``$XDG_CACHE_HOME/exadam_optax``.
-
-  Returns:
-    ``$XDG_CACHE_HOME/exadam_optax`` if ``XDG_CACHE_HOME`` is set and not
-    empty, else ``~/.cache/exadam_optax``.
-  """
+  """Returns ``$XDG_CACHE_HOME/exadam_optax`` (or ``~/.cache/exadam_optax``)."""
   xdg_cache_home = os.environ.get("XDG_CACHE_HOME")
-  base = (
-    pathlib.Path(xdg_cache_home)
-    if xdg_cache_home
-    else pathlib.Path.home() / ".cache"
-  )
+  base = pathlib.Path(xdg_cache_home or pathlib.Path.home() / ".cache")
   return base / CACHE_SUBDIR
 
 
 def data_dirs(data_dir: PathLike | None = None) -> list[pathlib.Path]:
-  """Returns the data folders to search, highest priority first.
+  """The data folders to search: ``data_dir``, ``$EXADAM_DATA_DIR``, cache_dir.
 
-  Args:
-    data_dir: An explicit data folder (the ``--data-dir`` option), or None.
-
-  Returns:
-    ``data_dir`` (if given), then ``$EXADAM_DATA_DIR`` (if set and not empty),
-    then :func:`cache_dir`, without duplicates.
+  Skips a None ``data_dir`` (``--data-dir``), an empty variable, duplicates.
   """
   candidates = []
   if data_dir is not None:
@@ -100,29 +64,13 @@ def data_dirs(data_dir: PathLike | None = None) -> list[pathlib.Path]:
   if env_dir:
     candidates.append(pathlib.Path(env_dir).expanduser())
   candidates.append(cache_dir())
-  unique = []
-  for candidate in candidates:
-    if candidate not in unique:
-      unique.append(candidate)
-  return unique
+  return list(dict.fromkeys(candidates))
 
 
 def find_local(
   relative_paths: Sequence[str], data_dir: PathLike | None = None
 ) -> pathlib.Path | None:
-  """Returns the first existing ``folder / relative_path``, or None.
-
-  Folders are tried in the order of :func:`data_dirs`; within one folder the
-  relative paths are tried in the given order.
-
-  Args:
-    relative_paths: The accepted layouts of the data set inside a data folder,
-      preferred first.
-    data_dir: An explicit data folder, or None.
-
-  Returns:
-    The path found, or None if no data folder holds any of the layouts.
-  """
+  """The first of ``relative_paths`` found in a data folder, or None."""
   for folder in data_dirs(data_dir):
     for relative_path in relative_paths:
       path = folder / relative_path
@@ -132,14 +80,7 @@ def find_local(
 
 
 def sha256_of_file(path: PathLike) -> str:
-  """Returns the SHA-256 of a file's bytes as 64 lowercase hexadecimal digits.
-
-  Args:
-    path: The file to hash; it is read in chunks, never whole.
-
-  Returns:
-    The hexadecimal digest.
-  """
+  """The SHA-256 of a file as 64 lowercase hexadecimal digits."""
   digest = hashlib.sha256()
   with open(path, "rb") as file:
     while chunk := file.read(_CHUNK_BYTES):
@@ -150,15 +91,9 @@ def sha256_of_file(path: PathLike) -> str:
 def verify_sha256(
   path: PathLike, expected_sha256: str, accept_hint: str = ""
 ) -> None:
-  """Checks that a file has the expected SHA-256.
+  """Raises :class:`ChecksumMismatchError` unless a file has that SHA-256.
 
-  Args:
-    path: The file to check.
-    expected_sha256: The expected digest, 64 hexadecimal digits.
-    accept_hint: How to use a deliberately different file, for the message.
-
-  Raises:
-    ChecksumMismatchError: If the digests differ.
+  ``accept_hint``: how to use a deliberately different file, for the message.
   """
   actual = sha256_of_file(path)
   if actual != expected_sha256.lower():
@@ -174,13 +109,8 @@ def verify_once(
 ) -> None:
   """:func:`verify_sha256`, skipped for a file version already verified.
 
-  A file counts as verified while its size and modification time are those
-  recorded in ``<cache folder>/verified.json`` when it last passed. The
-  record is only an optimisation: if the cache folder cannot be written, the
-  file is simply hashed every time.
-
-  Raises:
-    ChecksumMismatchError: If the digests differ.
+  Size and modification time of passing files are kept in
+  ``<cache folder>/verified.json`` (if it cannot be written: hashed each time).
   """
   path = pathlib.Path(path).absolute()
   stat = path.stat()
@@ -209,23 +139,9 @@ def verify_once(
 def download_file(url: str, destination: PathLike, sha256: str) -> pathlib.Path:
   """Downloads ``url`` to ``destination`` atomically, checking its SHA-256.
 
-  The bytes are streamed (with a progress bar) to a temporary file in the
-  destination's folder, hashed on the way, and renamed to ``destination`` with
-  :func:`os.replace` only if the hash matches. On any failure the temporary
-  file is removed and ``destination`` is left untouched.
-
-  Args:
-    url: The source; any scheme ``urllib.request.urlopen`` supports.
-    destination: The final path; its parent folders are created.
-    sha256: The expected SHA-256 of the file, 64 hexadecimal digits.
-
-  Returns:
-    ``destination`` as a path.
-
-  Raises:
-    ChecksumMismatchError: If the downloaded bytes have another SHA-256.
-    urllib.error.URLError, OSError: If the source cannot be read or the
-      destination cannot be written.
+  Streamed, with a progress bar, to a temporary file renamed into place only
+  if the hash matches (else :class:`ChecksumMismatchError`); any failure
+  removes it and the folders created. Returns ``destination``.
   """
   destination = pathlib.Path(destination)
   created = [
@@ -286,14 +202,8 @@ def _remove_empty(folders: Sequence[pathlib.Path]) -> None:
       return
 
 
-def _not_found_message(
-  name: str,
-  relative_paths: Sequence[str],
-  remote: RemoteFile,
-  searched: Sequence[pathlib.Path],
-  reason: str,
-) -> str:
-  """Returns the explanation for a :class:`DatasetNotFoundError`."""
+def _not_found(name, relative_paths, remote, searched, reason):
+  """The error for a data set on no data folder, saying how to provide it."""
   looked_at = "\n".join(
     f"  {folder / relative_path}"
     for folder in searched
@@ -303,7 +213,7 @@ def _not_found_message(
   unpacked_note = (
     f" (or unpacked, as {' or '.join(unpacked)})" if unpacked else ""
   )
-  return (
+  return DatasetNotFoundError(
     f"{name} was not found. Looked for:\n{looked_at}\n{reason}\n"
     f"To provide it, download {remote.url} (SHA-256 {remote.sha256}) and "
     f"save it in a data folder as {remote.relative_path}{unpacked_note}; then "
@@ -323,49 +233,23 @@ def fetch(
 ) -> pathlib.Path:
   """Finds a data set in the data folders, or downloads it into the first one.
 
-  Args:
-    name: The data set's name, for messages (e.g. ``"CIFAR-10"``).
-    relative_paths: The accepted layouts inside a data folder, preferred
-      first; ``remote.relative_path`` should be one of them, and messages call
-      the others its unpacked forms.
-    remote: Where to download the data set from, and where it goes.
-    data_dir: An explicit data folder, or None; see :func:`data_dirs`.
-    download: Whether to download the data set when no folder holds it.
-
-  Returns:
-    The path of the data set: an existing ``folder / relative_path``, or the
-    freshly downloaded ``data_dirs(data_dir)[0] / remote.relative_path``.
-
-  Raises:
-    DatasetNotFoundError: If no data folder holds the data set and it may not
-      or cannot be downloaded (no network, unreachable address, unwritable
-      folder). The message lists every path looked at and how to provide it.
-    ChecksumMismatchError: If the downloaded file is not the published one.
+  ``name`` is for messages; ``relative_paths`` are the accepted layouts,
+  preferred first: ``remote.relative_path`` and its unpacked forms. Raises
+  :class:`DatasetNotFoundError`, saying how to provide the data, if it is not
+  found and not downloaded; :class:`ChecksumMismatchError` for a bad download.
   """
   found = find_local(relative_paths, data_dir)
   if found is not None:
     return found
   searched = data_dirs(data_dir)
+  details = (name, relative_paths, remote, searched)
   if not download:
-    raise DatasetNotFoundError(
-      _not_found_message(
-        name,
-        relative_paths,
-        remote,
-        searched,
-        "Downloading was turned off (download=False).",
-      )
-    )
+    raise _not_found(*details, "Downloading was turned off (download=False).")
   destination = searched[0] / remote.relative_path
   try:
     return download_file(remote.url, destination, remote.sha256)
   except (urllib.error.URLError, OSError) as error:
-    raise DatasetNotFoundError(
-      _not_found_message(
-        name,
-        relative_paths,
-        remote,
-        searched,
-        f"Downloading it from {remote.url} to {destination} failed: {error}",
-      )
-    ) from error
+    reason = (
+      f"Downloading it from {remote.url} to {destination} failed: {error}"
+    )
+    raise _not_found(*details, reason) from error

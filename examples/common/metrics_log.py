@@ -1,11 +1,4 @@
-"""A run's ``metrics.jsonl``: one JSON record per evaluation, oldest first.
-
-Records are appended as they are made. Resuming truncates the file to the
-records that the restored checkpoint counted (those written after it will be
-computed again), replacing the file atomically. A process killed while
-appending a record leaves a last line cut short, without its newline: it is
-dropped on reading, and said so once. Damage anywhere else is an error.
-"""
+"""A run's ``metrics.jsonl``: one JSON record per evaluation, oldest first."""
 
 from __future__ import annotations
 
@@ -18,87 +11,65 @@ from typing import Any
 from examples.common.run_folder import WriteError, write_atomically
 
 
-class MetricsLog:
-  """The records of ``metrics.jsonl``, as read and as appended since.
+def parse_json_lines(
+  text: str, path: pathlib.Path, *, any_last_line: bool = False
+) -> tuple[list[dict[str, Any]], str | None]:
+  """Parses JSON lines of objects; returns them and a torn last line or None.
 
-  Args:
-    path: The file; it may be missing (no records yet).
-    is_writer: Whether this process writes the file (process 0); the others
-      keep the records in memory only.
-
-  Attributes:
-    torn_line: The last line dropped on reading because a killed write cut
-      it short, or None.
-
-  Raises:
-    ValueError: If a line other than a torn last one is not a JSON object.
+  A non-JSON last line without its newline (a killed append) is torn.
   """
+  lines = text.splitlines()
+  torn_allowed = any_last_line or (bool(text) and not text.endswith("\n"))
+  records = []
+  for number, line in enumerate(lines, start=1):
+    if not line.strip():
+      continue
+    try:
+      record = json.loads(line)
+    except json.JSONDecodeError as error:
+      if torn_allowed and number == len(lines):
+        return records, line
+      raise ValueError(
+        f"{path}, line {number}, is not JSON ({error}); the file is damaged. "
+        "Delete that line, or start again in another output folder."
+      ) from error
+    if not isinstance(record, dict):
+      raise ValueError(f"{path}, line {number}, is not a JSON object.")
+    records.append(record)
+  return records, None
+
+
+class MetricsLog:
+  """The records of ``metrics.jsonl``, if any; only the writer writes it."""
 
   def __init__(self, path: pathlib.Path, *, is_writer: bool):
     self.path = path
     self._is_writer = is_writer
     self.records: list[dict[str, Any]] = []
-    self.torn_line: str | None = None
-    # A file without its final newline must be rewritten before appending.
-    self._rewrite = False
+    self.torn_line: str | None = None  # dropped on reading
+    self._rewrite = False  # no final newline: rewrite before appending
     if path.exists():
-      self._read()
-
-  def _read(self) -> None:
-    text = self.path.read_text(encoding="utf-8")
-    lines = text.splitlines()
-    self._rewrite = bool(text) and not text.endswith("\n")
-    for number, line in enumerate(lines, start=1):
-      if not line.strip():
-        continue
-      try:
-        record = json.loads(line)
-      except json.JSONDecodeError as error:
-        if self._rewrite and number == len(lines):
-          self.torn_line = line
-          break
-        raise ValueError(
-          f"{self.path}, line {number}, is not JSON ({error}); the metrics "
-          "file is damaged. Delete that line, or start a new run in another "
-          "--out-dir."
-        ) from error
-      if not isinstance(record, dict):
-        raise ValueError(f"{self.path}, line {number}, is not a JSON object.")
-      self.records.append(record)
+      text = path.read_text(encoding="utf-8")
+      self._rewrite = bool(text) and not text.endswith("\n")
+      self.records, self.torn_line = parse_json_lines(text, path)
 
   def truncate(self, count: int) -> None:
-    """Keeps the first ``count`` records, rewriting the file if needed.
-
-    Raises:
-      ValueError: If the file holds fewer than ``count`` records.
-      WriteError: If the file cannot be written.
-    """
+    """Keeps the first ``count`` records, rewriting the file atomically."""
     if count > len(self.records):
       raise ValueError(
         f"{self.path} holds {len(self.records)} records but the checkpoint "
         f"counted {count}: the metrics file was truncated or replaced. "
         "Restore it, or start a new run in another --out-dir."
       )
-    if (
-      count < len(self.records)
-      or self._rewrite
-      or self.torn_line is not None
-      or not self.path.exists()
-    ):
-      del self.records[count:]
+    if count < len(self.records) or self._rewrite or not self.path.exists():
+      del self.records[count:]  # a torn last line implies _rewrite: dropped
       if self._is_writer:
-        write_atomically(
-          self.path,
-          "".join(json.dumps(r, sort_keys=True) + "\n" for r in self.records),
-        )
+        lines = [json.dumps(r, sort_keys=True) + "\n" for r in self.records]
+        write_atomically(self.path, "".join(lines))
       self._rewrite, self.torn_line = False, None
 
   def append(self, record: dict[str, Any]) -> None:
-    """Appends ``record`` (as JSON, with sorted keys).
-
-    Raises:
-      WriteError: If the file cannot be written.
-    """
+    """Appends ``record`` (as JSON, with sorted keys)."""
     line = json.dumps(record, sort_keys=True)
     self.records.append(json.loads(line))
     if self._is_writer:
@@ -109,15 +80,7 @@ class MetricsLog:
         raise WriteError(f"Could not write {self.path}", error) from error
 
   def keep_aside(self, folder: pathlib.Path) -> pathlib.Path | None:
-    """Copies the file to ``folder/metrics-<UTC time>.jsonl``.
-
-    Returns:
-      The copy, or None if there are no records or this process does not
-      write the file.
-
-    Raises:
-      WriteError: If the copy cannot be written.
-    """
+    """Copies the file into ``folder``; None if no records or not the writer."""
     if not (self._is_writer and self.records):
       return None
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
@@ -131,7 +94,7 @@ class MetricsLog:
 
 
 def format_record(record: dict[str, Any]) -> str:
-  """A record as one line for the terminal: ``step 200, val_loss 1.2345, ...``."""
+  """A record as one line: ``step 200, val_loss 1.2345, ...``."""
   return ", ".join(_format(key, value) for key, value in record.items())
 
 

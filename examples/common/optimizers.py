@@ -1,26 +1,8 @@
-"""The optimizers of the EXAdam paper's two comparisons, built from optax.
+"""The EXAdam paper's comparison optimizers, from optax, as PyTorch ran them.
 
-Every optimizer here mirrors the PyTorch implementation the paper ran, with
-that implementation's defaults, so that a comparison in JAX repeats the
-paper's. :func:`make_optimizer` builds one by name; :data:`OPTIMIZERS` says,
-per name, which PyTorch class and defaults it reproduces.
-
-The learning rate lives in the optimizer state: each optimizer is wrapped in
-:func:`optax.inject_hyperparams`, so that a learning-rate scheduler that acts
-between epochs (``ReduceLROnPlateau``) can change it without rebuilding or
-recompiling anything. :func:`get_learning_rate` and :func:`set_learning_rate`
-read and write it.
-
-Adafactor is the exception to "the learning rate is the step size": like
-``torch_optimizer.Adafactor(relative_step=True)``, it ignores the given
-learning rate and steps by :math:`\\min(10^{-2}, 1/\\sqrt{t})` times the
-parameter's RMS. Its injected ``learning_rate`` is a multiplier of that
-relative step, starting at 1, so that a plateau scheduler still scales its
-steps by the same factor as every other optimizer's.
-
-Weight decay follows the PyTorch class too: decoupled (scaled by the learning
-rate, applied to the parameters) for EXAdam, AdamW, AdEMAMix and Adafactor;
-an L2 term added to the gradient for Adam, AdaDelta, RMSProp, SGD and Signum.
+The learning rate is injected into the state, so a plateau scheduler can change
+it between epochs without recompiling. Adafactor ignores the given rate, as
+torch_optimizer's does: its injected rate, starting at 1, scales its steps.
 """
 
 from __future__ import annotations
@@ -42,13 +24,9 @@ LEARNING_RATE = "learning_rate"
 
 @dataclasses.dataclass(frozen=True)
 class ExAdamSwitches:
-  """EXAdam's three components, each of which can be turned off.
-
-  Attributes:
-    cross_moment_debiasing: Use EXAdam's coupled debiasing terms.
-    gradient_acceleration: Add the gradient-acceleration term to the momentum.
-    dynamic_step_size: Grow the step as :math:`\\ln(\\sqrt{2}\\sqrt{t+1})`.
-  """
+  """Which of EXAdam's components are on: cross-moment (coupled) debiasing,
+  the momentum's gradient-acceleration term, and the dynamic step size,
+  growing as :math:`\\ln(\\sqrt{2}\\sqrt{t+1})`."""
 
   cross_moment_debiasing: bool = True
   gradient_acceleration: bool = True
@@ -60,19 +38,10 @@ ScheduleKind = Literal["constant", "cosine"]
 
 @dataclasses.dataclass(frozen=True)
 class Schedule:
-  """The shape of the learning rate over training, as a multiplier.
+  """The learning rate's multiplier over ``total_steps`` updates.
 
-  The learning rate of step :math:`t` (0-based) is the injected rate times
-  :meth:`multiplier`: 1 throughout for ``"constant"``; for ``"cosine"``,
-  :func:`optax.warmup_cosine_decay_schedule` from 0 up to 1 over the first
-  ``warmup_fraction`` of the steps, then a cosine down to
-  ``final_fraction`` at ``total_steps``.
-
-  Attributes:
-    kind: ``"constant"`` or ``"cosine"``.
-    total_steps: Updates in the whole run.
-    warmup_fraction: Fraction of the steps spent warming up, in [0, 1).
-    final_fraction: The multiplier at the end, in [0, 1].
+  Constant 1, or cosine: 0 to 1 over the first ``warmup_fraction`` (in [0, 1))
+  of the steps, then down to ``final_fraction`` (in [0, 1]).
   """
 
   kind: ScheduleKind = "constant"
@@ -85,11 +54,10 @@ class Schedule:
       raise ValueError(
         f"schedule must be 'constant' or 'cosine', got {self.kind!r}."
       )
-    if isinstance(self.total_steps, bool) or not (
-      isinstance(self.total_steps, int) and self.total_steps >= 1
-    ):
+    steps = self.total_steps
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
       raise ValueError(
-        f"total_steps must be a positive integer, got {self.total_steps!r}."
+        f"total_steps must be a positive integer, got {steps!r}."
       )
     if not 0.0 <= self.warmup_fraction < 1.0:
       raise ValueError(
@@ -127,11 +95,8 @@ class Schedule:
 class OptimizerSpec:
   """How one optimizer is built and which PyTorch optimizer it mirrors.
 
-  Attributes:
-    build: ``build(learning_rate, weight_decay, switches)`` returns the
-      un-injected transformation for a concrete or traced learning rate.
-    default_weight_decay: The PyTorch class's default weight decay.
-    torch_reference: The PyTorch class and defaults this reproduces.
+  ``build`` maps ``(learning_rate, weight_decay, switches)``, the rate maybe
+  traced, to the un-injected transformation.
   """
 
   build: Callable[
@@ -141,111 +106,24 @@ class OptimizerSpec:
   torch_reference: str
 
 
-def _coupled_l2(
-  weight_decay: float, inner: optax.GradientTransformation
-) -> optax.GradientTransformation:
+def _coupled_l2(weight_decay, inner):
   """PyTorch's ``weight_decay`` for SGD-like classes: ``g <- g + wd * p``."""
   if weight_decay == 0.0:
     return inner
   return optax.chain(optax.add_decayed_weights(weight_decay), inner)
 
 
-def _exadam(learning_rate, weight_decay, switches):
-  return exadam_optax.exadam(
-    learning_rate,
-    weight_decay=weight_decay,
-    cross_moment_debiasing=switches.cross_moment_debiasing,
-    gradient_acceleration=switches.gradient_acceleration,
-    dynamic_step_size=switches.dynamic_step_size,
-  )
-
-
-def _adam(learning_rate, weight_decay, switches):
-  del switches
-  return _coupled_l2(weight_decay, optax.adam(learning_rate, eps=1e-8))
-
-
-def _adamw(learning_rate, weight_decay, switches):
-  del switches
-  return optax.adamw(learning_rate, eps=1e-8, weight_decay=weight_decay)
-
-
-def _adadelta(learning_rate, weight_decay, switches):
-  del switches
-  # optax.adadelta adds the decay to the gradient before the AdaDelta scaling,
-  # and accumulates the squared *unscaled* update, as torch does.
-  return optax.adadelta(
-    learning_rate, rho=0.9, eps=1e-6, weight_decay=weight_decay
-  )
-
-
-def _rmsprop(learning_rate, weight_decay, switches):
-  del switches
-  # torch: v <- 0.99 v + 0.01 g^2 from v = 0; p <- p - lr g / (sqrt(v) + eps).
-  return _coupled_l2(
-    weight_decay,
-    optax.rmsprop(
-      learning_rate, decay=0.99, eps=1e-8, initial_scale=0.0, eps_in_sqrt=False
-    ),
-  )
-
-
-def _sgd(learning_rate, weight_decay, switches):
-  del switches
-  # torch's buffer starts at the first gradient, optax's trace at zero plus the
-  # first gradient: the same sequence b_t = 0.9 b_{t-1} + g_t.
-  return _coupled_l2(weight_decay, optax.sgd(learning_rate, momentum=0.9))
-
-
-def _signum(learning_rate, weight_decay, switches):
-  del switches
-  # sign(EMA with 1 - beta damping) == sign(torch-style undamped momentum).
-  return _coupled_l2(weight_decay, optax.signum(learning_rate, beta=0.9))
-
-
-def _ademamix(learning_rate, weight_decay, switches):
-  del switches
-  return optax.contrib.ademamix(
-    learning_rate,
-    b1=0.9,
-    b2=0.999,
-    b3=0.9999,
-    alpha=2.0,
-    eps=1e-8,
-    weight_decay=weight_decay,
-  )
-
-
 def adafactor_relative_step(count: jax.Array) -> jax.Array:
-  """``torch_optimizer.Adafactor``'s relative step for the 0-based ``count``.
-
-  Args:
-    count: Number of updates done before this one (optax's step counter).
-
-  Returns:
-    :math:`\\min(10^{-2}, 1/\\sqrt{t})` with :math:`t` = ``count + 1``.
-  """
+  """torch_optimizer Adafactor's step min(1e-2, 1/sqrt(t)), t = count + 1."""
   step = jnp.asarray(count, jnp.float32) + 1.0
   return jnp.minimum(1e-2, jax.lax.rsqrt(step))
 
 
-def _adafactor(learning_rate, weight_decay, switches):
-  """torch_optimizer's Adafactor(relative_step=True), ``learning_rate`` a factor.
-
-  torch_optimizer computes, per parameter ``p`` and step ``t``::
-
-    v <- (1 - t^-0.8) v + t^-0.8 (g^2 + 1e-30)      (row/col factored if 2-D+)
-    u <- g / sqrt(v);  u <- u / max(1, RMS(u))
-    p <- p - min(1e-2, 1/sqrt(t)) max(1e-3, RMS(p)) (u + wd p)
-
-  optax's factored estimator has the same decay (``decay_rate=0.8``, offset 0)
-  and epsilon; ``min_dim_size_to_factor=1`` factors every array of two or more
-  dimensions as torch_optimizer does. For 2-D arrays the factored estimate is
-  symmetric in rows and columns, so torch's (out, in) and JAX's (in, out)
-  layouts agree; for arrays of more dimensions optax factors the two largest
-  axes, torch_optimizer the last two.
-  """
-  del switches
+def _adafactor(learning_rate, weight_decay, _):
+  """torch_optimizer's Adafactor(relative_step=True); the rate is a factor."""
+  # Every array of 2+ dimensions is factored, as in torch. The 2-D estimate is
+  # symmetric, so torch's (out, in) and JAX's (in, out) layouts agree; beyond
+  # 2-D optax factors the two largest axes, torch_optimizer the last two.
   return optax.chain(
     optax.scale_by_factored_rms(
       factored=True,
@@ -265,36 +143,46 @@ def _adafactor(learning_rate, weight_decay, switches):
 
 OPTIMIZERS: dict[str, OptimizerSpec] = {
   "exadam": OptimizerSpec(
-    _exadam,
+    lambda lr, wd, s: exadam_optax.exadam(
+      lr, weight_decay=wd, **dataclasses.asdict(s)
+    ),
     0.0,
     "The authors' EXAdam: betas (0.9, 0.999), eps 1e-8, weight_decay 0 "
     "(decoupled, scaled by the plain learning rate).",
   ),
   "adam": OptimizerSpec(
-    _adam,
+    lambda lr, wd, _: _coupled_l2(wd, optax.adam(lr, eps=1e-8)),
     0.0,
     "torch.optim.Adam: betas (0.9, 0.999), eps 1e-8, weight_decay 0 (L2).",
   ),
   "adamw": OptimizerSpec(
-    _adamw,
+    lambda lr, wd, _: optax.adamw(lr, eps=1e-8, weight_decay=wd),
     1e-2,
     "torch.optim.AdamW: betas (0.9, 0.999), eps 1e-8, weight_decay 1e-2 "
     "(p <- p (1 - lr wd)).",
   ),
   "adadelta": OptimizerSpec(
-    _adadelta,
+    # As torch: decay added before scaling; the *unscaled* update's square kept.
+    lambda lr, wd, _: optax.adadelta(lr, rho=0.9, eps=1e-6, weight_decay=wd),
     0.0,
     "torch.optim.Adadelta: rho 0.9, eps 1e-6, weight_decay 0 (L2); the "
     "learning rate is the given one, not torch's default 1.0.",
   ),
   "rmsprop": OptimizerSpec(
-    _rmsprop,
+    lambda lr, wd, _: _coupled_l2(
+      wd,
+      optax.rmsprop(
+        lr, decay=0.99, eps=1e-8, initial_scale=0.0, eps_in_sqrt=False
+      ),
+    ),
     0.0,
     "torch.optim.RMSprop: alpha 0.99, eps 1e-8 outside the square root, "
-    "accumulator starting at 0, not centered, no momentum, weight_decay 0 (L2).",
+    "accumulator starting at 0, not centered, no momentum, "
+    "weight_decay 0 (L2).",
   ),
   "sgd": OptimizerSpec(
-    _sgd,
+    # torch's buffer starts at g_1, optax's at 0 + g_1: b_t = 0.9 b_{t-1} + g_t.
+    lambda lr, wd, _: _coupled_l2(wd, optax.sgd(lr, momentum=0.9)),
     0.0,
     "torch.optim.SGD: momentum 0.9, dampening 0, not Nesterov, "
     "weight_decay 0 (L2).",
@@ -308,13 +196,16 @@ OPTIMIZERS: dict[str, OptimizerSpec] = {
     "(decoupled, times the relative step).",
   ),
   "ademamix": OptimizerSpec(
-    _ademamix,
+    lambda lr, wd, _: optax.contrib.ademamix(
+      lr, b1=0.9, b2=0.999, b3=0.9999, alpha=2.0, eps=1e-8, weight_decay=wd
+    ),
     0.0,
     "AdEMAMix reference code (apple/ml-ademamix): betas (0.9, 0.999, 0.9999), "
     "alpha 2, eps 1e-8, no alpha/beta3 warmup, weight_decay 0 (decoupled).",
   ),
   "signum": OptimizerSpec(
-    _signum,
+    # sign(EMA with 1 - beta damping) == sign(torch-style undamped momentum).
+    lambda lr, wd, _: _coupled_l2(wd, optax.signum(lr, beta=0.9)),
     0.0,
     "Signum (Bernstein et al.): p <- p - lr sign(m), m the momentum-0.9 "
     "average of the gradient, weight_decay 0 (L2).",
@@ -335,26 +226,11 @@ def make_optimizer(
 ) -> optax.GradientTransformationExtraArgs:
   """Builds one of the paper's optimizers with its learning rate in the state.
 
-  The arguments are not checked here: the trainers' config checks them (see
-  :class:`examples.common.config.RunConfig`).
-
-  Args:
-    name: One of :data:`OPTIMIZER_NAMES`.
-    learning_rate: The step size (the paper uses 1e-4 for every optimizer).
-      Adafactor ignores it, as torch_optimizer's does (see the module
-      docstring); its initial learning-rate multiplier is 1.
-    weight_decay: Weight decay, with the coupling of the mirrored PyTorch
-      class; ``None`` takes that class's default (1e-2 for AdamW, else 0).
-    switches: EXAdam's components (only used by ``"exadam"``); ``None`` keeps
-      all three on.
-    schedule: The learning rate's shape over training; ``None`` keeps it
-      constant. The state's learning rate is then the peak, which a
-      plateau scheduler may still lower.
-
-  Returns:
-    An :func:`optax.inject_hyperparams` transformation whose state holds the
-    learning rate under :data:`LEARNING_RATE`; its ``update`` reads the rate
-    from the state only.
+  Arguments are checked by the trainers' config, not here. Adafactor ignores
+  ``learning_rate``; ``weight_decay`` is coupled as in the mirrored class
+  (None: its default); ``switches`` are for ``"exadam"`` (None: all on);
+  ``schedule`` scales the (peak) rate over training (None: constant). The
+  ``update`` reads the rate only from the state, under :data:`LEARNING_RATE`.
   """
   spec = OPTIMIZERS[name]
   if weight_decay is None:
@@ -367,9 +243,8 @@ def make_optimizer(
     inner = spec.build(learning_rate, weight_decay, switches)
     if multiplier is None:
       return inner
-    # Every optimizer here ends by scaling its update by the learning rate
-    # (weight decay included), so scaling its output by the multiplier is
-    # the same as scheduling the rate itself.
+    # Every optimizer here ends by scaling its update (weight decay included)
+    # by the learning rate, so scaling its output schedules the rate itself.
     return optax.chain(inner, optax.scale_by_schedule(multiplier))
 
   return optax.inject_hyperparams(build)(
@@ -378,27 +253,15 @@ def make_optimizer(
 
 
 def initial_learning_rate(name: str, learning_rate: float) -> float:
-  """The value :func:`make_optimizer` stores as the injected learning rate.
-
-  Args:
-    name: One of :data:`OPTIMIZER_NAMES`.
-    learning_rate: The requested learning rate.
-
-  Returns:
-    ``learning_rate``, or 1.0 for Adafactor (a multiplier of its relative
-    step).
-  """
+  """The injected rate :func:`make_optimizer` starts from (Adafactor: 1.0)."""
   return 1.0 if name == "adafactor" else learning_rate
 
 
-_INJECTED_STATE_TYPES = (
-  optax.InjectHyperparamsState,
-  optax.InjectStatefulHyperparamsState,
-)
-
-
 def _injected_state(opt_state):
-  if not isinstance(opt_state, _INJECTED_STATE_TYPES):
+  if not isinstance(
+    opt_state,
+    optax.InjectHyperparamsState | optax.InjectStatefulHyperparamsState,
+  ):
     raise TypeError(
       "Expected the state of an optimizer built by make_optimizer (an optax "
       f"inject_hyperparams state), got {type(opt_state).__name__}."
@@ -407,35 +270,15 @@ def _injected_state(opt_state):
 
 
 def get_learning_rate(opt_state) -> jax.Array:
-  """Returns the learning rate held in a :func:`make_optimizer` state.
-
-  Args:
-    opt_state: The optimizer state.
-
-  Returns:
-    The scalar learning rate (Adafactor: its relative-step multiplier).
-
-  Raises:
-    TypeError: If the state does not come from :func:`make_optimizer`.
-  """
+  """The rate (Adafactor: factor) of a make_optimizer state; else TypeError."""
   return _injected_state(opt_state).hyperparams[LEARNING_RATE]
 
 
 def set_learning_rate(opt_state, value: float):
   """Returns ``opt_state`` with its learning rate replaced by ``value``.
 
-  The new value keeps the old one's dtype and sharding, so a jitted step that
-  takes the state compiles once.
-
-  Args:
-    opt_state: A :func:`make_optimizer` state.
-    value: The new learning rate (Adafactor: relative-step multiplier).
-
-  Returns:
-    The updated state; the input is not modified.
-
-  Raises:
-    TypeError: If the state does not come from :func:`make_optimizer`.
+  Keeps the old value's dtype and sharding, so a jitted step compiles once;
+  raises ``TypeError`` for a state not from :func:`make_optimizer`.
   """
   state = _injected_state(opt_state)
   old = state.hyperparams[LEARNING_RATE]

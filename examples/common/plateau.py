@@ -1,11 +1,4 @@
-"""PyTorch's ``ReduceLROnPlateau`` scheduler, as a small serialisable object.
-
-The CIFAR-10 protocol of the EXAdam paper lowers the learning rate tenfold when
-the validation loss has not improved for five epochs. This module reproduces
-``torch.optim.lr_scheduler.ReduceLROnPlateau`` step for step (its ``mode``,
-``threshold_mode``, ``cooldown`` and ``eps`` rules included), with its state in
-a JSON-friendly dict so that it can be checkpointed and restored exactly.
-"""
+"""PyTorch's ``ReduceLROnPlateau``, step for step, with a JSON-able state."""
 
 from __future__ import annotations
 
@@ -18,35 +11,13 @@ from typing import Any, Literal
 class ReduceLROnPlateau:
   """Lowers a learning rate when a metric stops improving.
 
-  After each :meth:`step` with the epoch's metric, an epoch counts as *bad*
-  unless the metric beats the best so far by the threshold: for ``mode="min"``
-  and ``threshold_mode="rel"``, unless
-  :math:`\\text{metric} < \\text{best}\\,(1 - \\text{threshold})`. After more
-  than ``patience`` bad epochs in a row the learning rate becomes
-  :math:`\\max(\\text{lr} \\cdot \\text{factor}, \\text{min\\_lr})`, unless
-  that changes it by no more than ``eps``; then ``cooldown`` epochs pass
-  before bad epochs count again.
-
-  The defaults are PyTorch's except ``patience`` (PyTorch: 10), which is the
-  paper's 5.
-
-  Attributes:
-    learning_rate: The current learning rate.
-    mode: ``"min"`` if lower metrics are better, ``"max"`` otherwise.
-    factor: Multiplier of the learning rate on a plateau, in (0, 1).
-    patience: Number of bad epochs tolerated before lowering the rate.
-    threshold: Smallest improvement that counts.
-    threshold_mode: ``"rel"`` (relative to the best) or ``"abs"``.
-    cooldown: Epochs to wait after a reduction before counting bad epochs.
-    min_lr: Lower bound of the learning rate.
-    eps: Reductions smaller than this are skipped.
-    best: Best metric seen so far.
-    num_bad_epochs: Bad epochs in a row.
-    cooldown_counter: Cooldown epochs left.
-    last_epoch: Number of :meth:`step` calls so far.
-
-  Raises:
-    ValueError: On construction, if a setting is out of range.
+  An epoch is *bad* unless its metric beats the best by the threshold
+  (:meth:`is_better`, relative or absolute). After more than ``patience`` bad
+  epochs in a row the rate becomes ``max(lr * factor, min_lr)``, unless that
+  changes it by at most ``eps``; then ``cooldown`` epochs pass before bad
+  epochs count again. ``mode="min"``: lower is better. Defaults are PyTorch's,
+  but ``patience`` is 5, as in the paper's CIFAR-10 runs (PyTorch: 10).
+  ``last_epoch`` counts :meth:`step` calls; bad settings raise ``ValueError``.
   """
 
   learning_rate: float
@@ -99,16 +70,7 @@ class ReduceLROnPlateau:
     return metric > self.best + self.threshold
 
   def step(self, metric: float) -> float:
-    """Records one epoch's metric and returns the learning rate to use next.
-
-    Args:
-      metric: The epoch's value of the monitored metric (e.g. the validation
-        loss).
-
-    Returns:
-      The (possibly lowered) learning rate, also stored in
-      :attr:`learning_rate`.
-    """
+    """Records one epoch's metric; returns (and stores) the next rate."""
     metric = float(metric)
     self.last_epoch += 1
     if self.is_better(metric):
@@ -128,11 +90,7 @@ class ReduceLROnPlateau:
     return self.learning_rate
 
   def state_dict(self) -> dict[str, Any]:
-    """Returns all settings and state as a JSON-serialisable dict.
-
-    Infinite ``best`` values are stored as the strings ``"inf"``/``"-inf"``,
-    which strict JSON cannot hold as numbers.
-    """
+    """All settings and state, JSON-able (an infinite ``best`` as a string)."""
     state = dataclasses.asdict(self)
     if math.isinf(self.best):
       state["best"] = "inf" if self.best > 0 else "-inf"
@@ -140,17 +98,7 @@ class ReduceLROnPlateau:
 
   @classmethod
   def from_state_dict(cls, state: dict[str, Any]) -> ReduceLROnPlateau:
-    """Rebuilds a scheduler from :meth:`state_dict`'s output.
-
-    Args:
-      state: A dict returned by :meth:`state_dict`.
-
-    Returns:
-      An equal scheduler.
-
-    Raises:
-      ValueError: If the dict lacks a field or has an unknown one.
-    """
+    """Inverse of :meth:`state_dict`; ValueError on missing/unknown fields."""
     names = {field.name for field in dataclasses.fields(cls)}
     if set(state) != names:
       raise ValueError(

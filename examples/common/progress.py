@@ -1,11 +1,4 @@
-"""A run's progress: per-step metrics, the non-finite guard, throughput and bar.
-
-:class:`Progress` fetches the per-step metrics from the device in batches
-(so that the host never waits for a step it does not need), stops the run at
-the first NaN or infinite loss (:class:`NonFiniteLossError`), keeps running
-sums for the means of an epoch, measures throughput without compilation and
-evaluations, and draws the progress bar.
-"""
+"""A run's per-step metrics: the NaN guard, throughput and progress bar."""
 
 from __future__ import annotations
 
@@ -19,11 +12,7 @@ import tqdm
 
 
 class NonFiniteLossError(FloatingPointError):
-  """Raised when training produces a NaN or infinite loss or parameter.
-
-  Attributes:
-    step: The 1-based number of the step at fault.
-  """
+  """Raised for a NaN or infinite loss or parameter at (1-based) ``step``."""
 
   def __init__(self, step: int, what: str):
     self.step = step
@@ -35,22 +24,7 @@ class NonFiniteLossError(FloatingPointError):
 
 
 class Progress:
-  """The per-step metrics of a run and its progress bar.
-
-  Args:
-    total_steps: Steps of the whole run, for the progress bar.
-    unit: What the throughput counts, e.g. ``"images"`` or ``"tokens"``.
-    examples_per_step: Images or tokens per training step.
-    bar: Whether to draw the progress bar.
-    log_every: Steps between fetches of the per-step metrics.
-    on_fetch: Called after every fetch (where the processes of a
-      multi-process run meet).
-
-  Attributes:
-    step: The steps fetched so far, those before a resume included.
-    sums: Sums of each metric since the last :meth:`running_means`.
-    count: The steps in ``sums``.
-  """
+  """A run's per-step metrics and progress bar; arguments as TrainingRun's."""
 
   def __init__(
     self,
@@ -60,23 +34,23 @@ class Progress:
     *,
     bar: bool,
     log_every: int,
-    on_fetch: Callable[[], None],
+    on_fetch: Callable[[], None],  # after each fetch, where processes meet
   ):
     self._bar = tqdm.tqdm(
       total=total_steps, unit="step", disable=not bar, dynamic_ncols=True
     )
     self._unit = unit
     self._examples_per_step = examples_per_step
-    self._log_every = log_every
+    self._log_every = log_every  # fetch in batches: the host waits on no step
     self._on_fetch = on_fetch
     self._pending: list[dict[str, jax.Array]] = []
-    self.step = 0
-    self.sums: dict[str, float] = {}
-    self.count = 0
+    self.step = 0  # steps fetched, those before a resume included
+    self.sums: dict[str, float] = {}  # since the last running_means()
+    self.count = 0  # steps in sums
     self._clock = time.perf_counter()
     self._first_step_seconds: float | None = None
     self._first_step_recorded = False
-    self._timed = [0, 0.0]  # steps and seconds of clean intervals
+    self._timed = [0, 0.0]  # steps, seconds without compilation or evaluations
 
   def write(self, message: str) -> None:
     """Prints a line without breaking the progress bar."""
@@ -97,16 +71,9 @@ class Progress:
     self._clock = time.perf_counter()
 
   def log_step(self, metrics: dict[str, jax.Array]) -> None:
-    """Notes one training step's metrics (device scalars, ``"loss"`` among them).
-
-    The values are fetched every ``log_every`` steps, all at once; the first
-    step of the process is waited for, to time it (it includes compilation).
-
-    Raises:
-      NonFiniteLossError: At a fetch, for the first NaN or infinite loss.
-    """
+    """Notes a step's metrics (device scalars, ``"loss"`` among them)."""
     self._pending.append(metrics)
-    if self._first_step_seconds is None:
+    if self._first_step_seconds is None:  # time it, with compilation
       jax.block_until_ready(metrics)
       self._first_step_seconds = time.perf_counter() - self._clock
       self.fetch(timed=False)
@@ -114,25 +81,16 @@ class Progress:
       self.fetch(timed=True)
 
   def fetch(self, *, timed: bool) -> None:
-    """Fetches the pending steps' metrics, adds them up and moves the bar.
-
-    Args:
-      timed: Whether the time since the last fetch counts for throughput
-        (not if an evaluation or a checkpoint took part of it).
-
-    Raises:
-      NonFiniteLossError: For the first NaN or infinite loss.
-    """
+    """Fetches pending metrics; ``timed`` if only steps ran since the last."""
     pending, self._pending = self._pending, []
     if pending:
       values = jax.device_get(pending)
       first = self.step + 1
       self.step += len(values)
       for offset, step_values in enumerate(values):
-        if not math.isfinite(float(step_values["loss"])):
-          raise NonFiniteLossError(
-            first + offset, f"Training loss is {float(step_values['loss'])}"
-          )
+        loss = float(step_values["loss"])
+        if not math.isfinite(loss):
+          raise NonFiniteLossError(first + offset, f"Training loss is {loss}")
         for name, value in step_values.items():
           self.sums[name] = self.sums.get(name, 0.0) + float(value)
       self.count += len(values)
@@ -154,24 +112,14 @@ class Progress:
     return steps * self._examples_per_step / seconds if seconds else math.nan
 
   def running_means(self) -> dict[str, float]:
-    """Means of each step metric since the last call (or the run's start).
-
-    Fetches the pending steps first; the sums survive a resume.
-    """
+    """Means of each step metric since the last call (or the run's start)."""
     self.fetch(timed=True)
     means = {name: total / self.count for name, total in self.sums.items()}
     self.sums, self.count = {}, 0
     return means
 
   def timing(self) -> dict[str, Any]:
-    """The timing fields of a record, counted from the previous record.
-
-    ``<unit>_per_second``: the training throughput since the previous
-    record, compilation and evaluations excluded (steps fetched together
-    with an evaluation are left out of it); and, in the first record after
-    the process's first step, ``first_step_seconds``. Fetches the pending
-    steps first.
-    """
+    """A record's ``<unit>_per_second`` and (once) ``first_step_seconds``."""
     self.fetch(timed=False)
     fields: dict[str, Any] = {}
     if self._timed[0]:

@@ -1,20 +1,4 @@
-"""The run folder: its layout, ``config.json``, and what a failed write raises.
-
-A run lives in one folder, which holds
-
-* ``config.json``: the run's settings (the resolved run folder included);
-* ``metrics.jsonl``: one JSON record per evaluation, oldest first (see
-  :mod:`examples.common.metrics_log`);
-* ``checkpoints/<step>/``: the latest few Orbax checkpoints (see
-  :mod:`examples.common.checkpoints`);
-* ``checkpoints-damaged/``: checkpoints that did not restore, moved out of
-  Orbax's folder (never deleted), and the records of a run started again
-  with ``--restart-if-damaged``.
-
-:func:`prepare` refuses a folder that holds a run unless resuming, and then
-checks that the settings which shape the computation are unchanged. Every
-write that fails raises :class:`WriteError`, whose message says what to do.
-"""
+"""The run folder: its layout, ``config.json``, what a failed write raises."""
 
 from __future__ import annotations
 
@@ -29,19 +13,11 @@ from typing import Any
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
 CHECKPOINT_DIR = "checkpoints"
-DAMAGED_DIR = "checkpoints-damaged"
-"""Where checkpoints that did not restore are moved (outside Orbax's folder)."""
+DAMAGED_DIR = "checkpoints-damaged"  # bad checkpoints, and records on a restart
 
 
 class WriteError(OSError):
-  """Raised when the run folder cannot be written (a full disk, no permission).
-
-  Whatever was written before stays usable: a checkpoint that fails to save
-  leaves only Orbax's temporary folder, which the next start removes.
-
-  Attributes:
-    errno: The operating system's error number, or None if unknown.
-  """
+  """Raised when the run folder cannot be written (full disk, no permission)."""
 
   def __init__(self, what: str, error: BaseException):
     number = _os_error_number(error)
@@ -56,21 +32,16 @@ class WriteError(OSError):
       f"{what}: {cause}. The earlier checkpoints are intact: {remedy}, then "
       "run the same command with --resume to continue from the last one."
     )
-    self.errno = number  # after OSError's constructor, which sets it to None
+    self.errno = number  # maybe None; after OSError's __init__, which resets it
 
 
 def _os_error_number(error: BaseException) -> int | None:
-  """The OS error number behind ``error``, from it or what it was raised from.
-
-  Tensorstore reports a failed write as a ``ValueError`` whose message ends
-  with ``[os_error_code='28']``; Python's own writes raise ``OSError``.
-  """
   seen = set()
   while error is not None and id(error) not in seen:
     seen.add(id(error))
     if isinstance(error, OSError) and error.errno:
       return error.errno
-    match = re.search(r"os_error_code='(\d+)'", str(error))
+    match = re.search(r"os_error_code='(\d+)'", str(error))  # Tensorstore's
     if match:
       return int(match.group(1))
     error = error.__cause__ or error.__context__
@@ -78,32 +49,20 @@ def _os_error_number(error: BaseException) -> int | None:
 
 
 def one_line(error: BaseException | None, limit: int = 200) -> str:
-  """One line about ``error``: its type and its message, shortened.
-
-  Tensorstore's messages carry the whole JSON spec of the array after the
-  reason (``... [tensorstore_spec='{...}']``), which is cut off.
-  """
+  """One line about ``error``: its type and its message, shortened."""
   if error is None:
     return "it failed on another process"
   lines = str(error).strip().splitlines() or [""]
   text = re.split(r"\s\[(?:tensorstore_spec|os_error_code|source)", lines[0])[0]
-  # Tensorstore chains its contexts ("OUT_OF_RANGE: Error opening ...: Error
-  # reading ...: Requested byte range ..."); the first and last say it.
   parts = text.split(": ")
-  if len(parts) > 2:
+  if len(parts) > 2:  # Tensorstore chains contexts; the first and last say it
     text = f"{parts[0]}: ... {parts[-1]}"
   text = f"{type(error).__name__}: {text}" if text else type(error).__name__
-  if len(text) > limit:
-    text = text[: limit - 3] + "..."
-  return text
+  return text[: limit - 3] + "..." if len(text) > limit else text
 
 
 def write_atomically(path: pathlib.Path, text: str) -> None:
-  """Replaces ``path`` by ``text`` at once: a crash leaves the old or new file.
-
-  Raises:
-    WriteError: If the file cannot be written.
-  """
+  """Replaces ``path`` by ``text`` atomically: a crash leaves old or new."""
   temporary = path.with_name(f".{path.name}.tmp")
   try:
     temporary.write_text(text, encoding="utf-8")
@@ -113,7 +72,7 @@ def write_atomically(path: pathlib.Path, text: str) -> None:
 
 
 def flatten(config: dict[str, Any]) -> dict[str, Any]:
-  """Settings as a flat dict, nested ones under dotted keys (``model.n_layer``)."""
+  """Settings as a flat dict, nested ones under dotted keys (``model.n``)."""
   flat = {}
   for name, value in config.items():
     if isinstance(value, dict):
@@ -136,26 +95,16 @@ def unflatten(flat: dict[str, Any]) -> dict[str, Any]:
 
 
 def prepare(
-  out_dir: pathlib.Path,
-  config: dict[str, Any],
+  out_dir: pathlib.Path,  # absolute; created if missing
+  config: dict[str, Any],  # flattened (see flatten)
   *,
   resume: bool,
   resumable: Collection[str],
-  is_writer: bool,
+  is_writer: bool,  # process 0: writes config.json
 ) -> None:
   """Checks the run folder against the settings and writes ``config.json``.
 
-  Args:
-    out_dir: The run folder (absolute); created if missing.
-    config: The settings, flattened (see :func:`flatten`).
-    resume: Whether the run continues the one in ``out_dir``.
-    resumable: Settings that may differ from the saved ones when resuming.
-    is_writer: Whether this process writes ``config.json`` (process 0).
-
-  Raises:
-    FileExistsError: If not resuming and ``out_dir`` already holds a run.
-    ValueError: If resuming with settings that differ from the saved ones.
-    WriteError: If ``config.json`` cannot be written.
+  Raises FileExistsError on a run not resumed, ValueError on other settings.
   """
   # Through JSON, so that it compares with the saved file (tuples are lists).
   config = json.loads(json.dumps({**config, "out_dir": str(out_dir)}))
@@ -172,16 +121,12 @@ def prepare(
     )
   if resume and config_path.exists():
     saved = flatten(json.loads(config_path.read_text(encoding="utf-8")))
-    changed = sorted(
-      name
-      for name in set(saved) | set(config)
+    details = ", ".join(
+      f"{name}: {saved.get(name)!r} -> {config.get(name)!r}"
+      for name in sorted(set(saved) | set(config))
       if name not in resumable and saved.get(name) != config.get(name)
     )
-    if changed:
-      details = ", ".join(
-        f"{name}: {saved.get(name)!r} -> {config.get(name)!r}"
-        for name in changed
-      )
+    if details:
       raise ValueError(
         f"Cannot resume the run in {out_dir} with different settings "
         f"({details}). Resume with the original settings (see its "

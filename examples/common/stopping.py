@@ -1,13 +1,4 @@
-"""Stopping a run cleanly on SIGTERM or Ctrl-C.
-
-SIGTERM is what schedulers send before preemption. While a
-:class:`StopSignals` is installed, the first such signal only sets
-:attr:`StopSignals.requested`; the training loop then saves a checkpoint at
-the current step and ends, and the trainer raises :class:`RunStopped`, which
-the command line reports with exit status 128 + the signal's number.
-Resuming continues exactly where the run stopped. A second signal stops at
-once (``KeyboardInterrupt``), losing what the last checkpoint lacks.
-"""
+"""Stopping a run cleanly on SIGTERM (a scheduler's preemption) or Ctrl-C."""
 
 from __future__ import annotations
 
@@ -21,23 +12,14 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
-_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
-
 
 class RunStopped(Exception):
-  """Raised after a stop signal, once the checkpoint at the current step exists.
-
-  Attributes:
-    signal_name: ``"SIGTERM"`` or ``"SIGINT"``.
-    exit_status: 128 + the signal's number, as a shell reports it.
-    step: The step of the checkpoint.
-    out_dir: The run folder.
-  """
+  """Raised after a stop signal, once the checkpoint at this step exists."""
 
   def __init__(self, signum: int, step: int, out_dir: pathlib.Path):
-    self.signal_name = signal.Signals(signum).name
-    self.exit_status = 128 + signum
-    self.step = step
+    self.signal_name = signal.Signals(signum).name  # "SIGTERM" or "SIGINT"
+    self.exit_status = 128 + signum  # as a shell reports it
+    self.step = step  # of the checkpoint
     self.out_dir = out_dir
     super().__init__(
       f"{self.signal_name}: stopped at step {step} and saved a checkpoint in "
@@ -46,26 +28,17 @@ class RunStopped(Exception):
 
 
 class StopSignals:
-  """Notes SIGTERM and Ctrl-C instead of letting them end the process.
-
-  A context manager: it installs its handlers on entry (in the main thread
-  only, where Python delivers signals) and puts the previous ones back on
-  exit.
-
-  Args:
-    announce: Called with a line saying that a signal arrived.
-  """
+  """A context manager that notes SIGTERM and Ctrl-C instead of exiting."""
 
   def __init__(self, announce: Callable[[str], None]):
-    self._announce = announce
+    self._announce = announce  # called with a line saying a signal arrived
     self._received: int | None = None  # on this process
-    self.signal: int | None = None
-    """The signal that stops the run, once every process knows of it."""
+    self.signal: int | None = None  # once every process knows of it
     self._saved_handlers: dict[int, Any] = {}
 
-  def __enter__(self) -> StopSignals:
+  def __enter__(self) -> StopSignals:  # Python signals the main thread only
     if threading.current_thread() is threading.main_thread():
-      for signum in _STOP_SIGNALS:
+      for signum in (signal.SIGTERM, signal.SIGINT):
         self._saved_handlers[signum] = signal.signal(signum, self._on_signal)
     return self
 
@@ -77,7 +50,7 @@ class StopSignals:
   def _on_signal(self, signum: int, frame) -> None:
     del frame
     if self._received is not None:
-      raise KeyboardInterrupt
+      raise KeyboardInterrupt  # a second signal stops at once
     self._received = signum
     if jax.process_count() == 1:
       self.signal = signum
@@ -88,16 +61,11 @@ class StopSignals:
 
   @property
   def requested(self) -> bool:
-    """Whether a stop signal arrived (on any process, as of the last exchange)."""
+    """Whether every process knows of a stop signal."""
     return self.signal is not None
 
   def exchange(self) -> None:
-    """Shares a signal that arrived on one process with every process.
-
-    In a multi-process run every process must call it at the same points (the
-    trainers do where metrics are fetched), so that all see the request at
-    the same step; in a single process a signal counts at once.
-    """
+    """Shares a signal with every process (all call it at the same steps)."""
     if jax.process_count() > 1 and self.signal is None:
       flags = multihost_utils.process_allgather(np.int32(self._received or 0))
       if flags.any():

@@ -1,14 +1,8 @@
 """The arrays of a training run, and where the step's randomness comes from.
 
-A Flax NNX model is split once into its static graph definition and its
-arrays. A jitted training step takes and returns a :class:`TrainState` and
-rebuilds the model with :func:`flax.nnx.merge` only inside the trace, so no
-Python code walks the NNX graph per step.
-
-Randomness is not carried in the state: every random draw of step ``t`` (the
-batch, the augmentation, the dropout masks) derives from
-``fold_in(fold_in(run key, stream), t)``. Training therefore depends only on
-the state and the step, which makes resuming from a checkpoint exact.
+A jitted step takes and returns a :class:`TrainState`, merging the NNX model
+only inside the trace, so no Python walks the graph per step. Random draws
+derive from the run key, stream and step, so resuming is exact.
 """
 
 from __future__ import annotations
@@ -31,12 +25,8 @@ class TrainState(NamedTuple):
 
   Attributes:
     step: ``int32`` scalar, number of optimizer updates done.
-    params: The model's :class:`flax.nnx.Param` variables.
-    model_state: The model's other variables (batch-norm running averages).
-    opt_state: The optimizer state.
-    key: ``uint32`` raw data of the run's PRNG key (see
-      :func:`jax.random.key_data`), from which every step's randomness is
-      derived.
+    model_state: The model's non-``Param`` variables (batch-norm averages).
+    key: ``uint32`` data of the run's PRNG key (:func:`jax.random.key_data`).
   """
 
   step: jax.Array
@@ -54,42 +44,19 @@ def init_train_state(
   *,
   fsdp: bool = False,
 ) -> tuple[nnx.GraphDef, TrainState]:
-  """Builds the model and optimizer state on ``mesh``.
+  """Builds ``(graphdef, state)`` on ``mesh`` by one jitted call.
 
-  The seed's key is split in two: parameter initialisation and the run key
-  kept in the state. The state is created by one jitted call whose outputs
-  are placed directly: replicated, or with ``fsdp`` the parameters and their
-  optimizer moments sharded over the data axis (see
-  :func:`examples.common.sharding.param_shardings`).
-
-  Args:
-    build_model: Builds the model from random streams, e.g.
-      ``lambda rngs: MinGPT(config, vocab_size, rngs=rngs)``.
-    optimizer: The optimizer, initialised on the parameters.
-    seed: The run's seed.
-    mesh: The data mesh.
-    fsdp: Shard parameters and optimizer state instead of replicating them.
-
-  Returns:
-    ``(graphdef, state)`` with ``state.step == 0``.
+  The seed's key splits into the parameters' key and the run key. E.g.
+  ``build_model=lambda rngs: MinGPT(config, vocab_size, rngs=rngs)``; ``fsdp``
+  shards parameters and optimizer moments (see ``sharding.param_shardings``).
   """
-
   graphdef, init = _compiled_init(build_model, optimizer, mesh, fsdp)
   return graphdef, init(jax.random.key(seed))
 
 
 @functools.lru_cache(maxsize=32)
-def _compiled_init(
-  build_model: Callable[[nnx.Rngs], nnx.Module],
-  optimizer: optax.GradientTransformation,
-  mesh: Mesh,
-  fsdp: bool,
-) -> tuple[nnx.GraphDef, Callable[[jax.Array], TrainState]]:
-  """The model's graph and its jitted initialisation from a key.
-
-  Cached, so that the runs of a benchmark that share the model and the
-  optimizer (seeds, learning rates) trace and compile it once.
-  """
+def _compiled_init(build_model, optimizer, mesh, fsdp):
+  """Graph and jitted init, cached: runs differing in seed or rate share it."""
 
   def init(key):
     params_key, run_key = jax.random.split(key)
@@ -124,16 +91,7 @@ def _compiled_init(
 
 
 def step_key(state: TrainState, stream: int) -> jax.Array:
-  """The PRNG key of one random stream at the state's step.
-
-  Args:
-    state: The training state.
-    stream: A small integer naming the stream (e.g. training vs evaluation).
-
-  Returns:
-    ``fold_in(fold_in(run_key, stream), step)``: the same for the same run
-    key, stream and step, wherever and however often it is computed.
-  """
+  """``fold_in(fold_in(run_key, stream), step)``: a stream's key at the step."""
   key = jax.random.wrap_key_data(state.key)
   return jax.random.fold_in(jax.random.fold_in(key, stream), state.step)
 

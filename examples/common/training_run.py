@@ -1,23 +1,4 @@
-"""What both trainers share around their loop: :class:`TrainingRun`.
-
-A :class:`TrainingRun` composes the parts of a run, one module each:
-
-* :mod:`~examples.common.run_folder`: the folder's layout and
-  ``config.json`` (a new run refuses a folder that holds a run; ``resume``
-  checks that the settings which shape the computation are unchanged);
-* :mod:`~examples.common.checkpoints`: Orbax checkpoints, and on resume the
-  newest one that restores (damaged ones are moved aside);
-* :mod:`~examples.common.metrics_log`: ``metrics.jsonl``;
-* :mod:`~examples.common.progress`: the per-step metrics, fetched in
-  batches, the guard against NaN losses, throughput and the progress bar;
-* :mod:`~examples.common.stopping`: SIGTERM and Ctrl-C.
-
-In a multi-process run only process 0 writes ``config.json``,
-``metrics.jsonl`` and the progress output; every process writes its part of
-the checkpoints. A crash at any moment leaves a consistent run behind, which
-``--resume`` continues exactly; a write that fails (no space, no permission)
-stops the run with :class:`~examples.common.run_folder.WriteError`.
-"""
+"""Both trainers' :class:`TrainingRun`; --resume continues after any crash."""
 
 from __future__ import annotations
 
@@ -28,39 +9,19 @@ import jax
 
 from examples.common import run_folder
 from examples.common import train_state as train_state_lib
-from examples.common.checkpoints import (
-  DamagedCheckpointsError,
-  RunCheckpoints,
-  restore_newest_intact,
+from examples.common.checkpoints import DamagedCheckpointsError, RunCheckpoints
+from examples.common.checkpoints import (  # for the benchmarks
+  restore_newest_intact as restore_newest_intact,
 )
 from examples.common.metrics_log import MetricsLog, format_record
 from examples.common.progress import NonFiniteLossError, Progress
-from examples.common.run_folder import (
-  CHECKPOINT_DIR,
-  DAMAGED_DIR,
-  METRICS_FILE,
-  WriteError,
-)
+from examples.common.run_folder import CHECKPOINT_DIR, DAMAGED_DIR, METRICS_FILE
+from examples.common.run_folder import WriteError as WriteError
 from examples.common.stopping import RunStopped, StopSignals
-
-__all__ = [
-  "CHECKPOINT_DIR",
-  "DAMAGED_DIR",
-  "DamagedCheckpointsError",
-  "NonFiniteLossError",
-  "RunStopped",
-  "TrainingRun",
-  "WriteError",
-  "restore_newest_intact",
-]
-"""What the trainers and their callers use, in one place."""
 
 
 def _check_progress(progress: dict[str, Any]) -> None:
-  """Raises if a checkpoint's progress lacks what resuming reads.
-
-  Such a checkpoint is as damaged as one with an array cut short.
-  """
+  # Raises if a checkpoint's progress lacks what resuming reads.
   int(progress["metrics_records"])
   int(progress["count"])
   dict(progress["sums"])
@@ -69,70 +30,48 @@ def _check_progress(progress: dict[str, Any]) -> None:
 class TrainingRun:
   """The folder, checkpoints, metrics log and progress of one training run.
 
-  Use it as a context manager around the training loop::
+  A context manager around the training loop::
 
     with TrainingRun(config, "mingpt", ...) as run:
       state, progress = run.restore(state)
-      while ...:
+      while step < total_steps:
         state, metrics = train_step(state, ...)
         run.log_step(metrics)
         if time_to_evaluate:
           run.record({"step": step, "val_loss": ...})
-        if run.stop_requested:
+        if run.stop_requested:  # SIGTERM or Ctrl-C
           run.save(step, state, {"step": step})
           break
         if time_to_save:
           run.save(step, state, {"step": step})
       if run.stop_requested:
-        raise run.stopped()
-
-  Args:
-    config: The run's settings, a (possibly nested)
-      :class:`~examples.common.config.RunConfig`; written to
-      ``config.json``. Its ``run_dir``, ``resumable()`` (the settings that
-      may change when resuming), ``resume``, ``restart_if_damaged``,
-      ``keep_checkpoints`` and ``progress`` are read here.
-    trainer: The trainer's name in the default run folder, e.g. ``"mingpt"``.
-    total_steps: Steps of the whole run, for the progress bar.
-    unit: What the throughput counts, e.g. ``"images"`` or ``"tokens"``.
-    examples_per_step: Images or tokens per training step.
-    log_every: Steps between fetches of the per-step metrics.
-
-  Raises:
-    FileExistsError: If not resuming and ``out_dir`` already holds a run.
-    ValueError: If resuming with settings that differ from the saved ones,
-      or if ``metrics.jsonl`` is damaged other than in its last line.
-    WriteError: If ``config.json`` cannot be written.
+        raise run.stopped()  # tells the caller the run did not finish
   """
 
   def __init__(
     self,
-    config: Any,
-    trainer: str,
+    config: Any,  # a RunConfig (maybe nested), written to config.json
+    trainer: str,  # names the default run folder, e.g. "mingpt"
     *,
     total_steps: int,
-    unit: str,
+    unit: str,  # what throughput counts: "images" or "tokens"
     examples_per_step: int,
-    log_every: int = 10,
+    log_every: int = 10,  # steps between fetches of the step metrics
   ):
-    self.out_dir = config.run_dir(trainer).expanduser().absolute()
-    self.is_writer = jax.process_index() == 0
+    out = self.out_dir = config.run_dir(trainer).expanduser().absolute()
+    self.is_writer = jax.process_index() == 0  # others write checkpoints only
     self._resume = config.resume
     self._restart_if_damaged = config.restart_if_damaged
     run_folder.prepare(
-      self.out_dir,
+      out,
       run_folder.flatten(dataclasses.asdict(config)),
       resume=config.resume,
       resumable=config.resumable(),
       is_writer=self.is_writer,
     )
-    self._metrics = MetricsLog(
-      self.out_dir / METRICS_FILE, is_writer=self.is_writer
-    )
+    self._metrics = MetricsLog(out / METRICS_FILE, is_writer=self.is_writer)
     self._checkpoints = RunCheckpoints(
-      self.out_dir / CHECKPOINT_DIR,
-      self.out_dir / DAMAGED_DIR,
-      keep=config.keep_checkpoints,
+      out / CHECKPOINT_DIR, out / DAMAGED_DIR, keep=config.keep_checkpoints
     )
     self._signals = StopSignals(announce=self.print)
     self._progress = Progress(
@@ -156,13 +95,7 @@ class TrainingRun:
 
   @property
   def stop_requested(self) -> bool:
-    """Whether a stop signal arrived (on any process, as of the last fetch).
-
-    The loop should then save a checkpoint at the current step, end, and
-    raise :meth:`stopped`. In a multi-process run every process sees it at
-    the same step: the flag is exchanged at the fixed steps where metrics are
-    fetched (every ``log_every`` steps, and in every record and save).
-    """
+    """Whether a stop signal arrived (on any process, as of the last fetch)."""
     return self._signals.requested
 
   def stopped(self) -> RunStopped:
@@ -180,31 +113,13 @@ class TrainingRun:
       self._progress.write(message)
 
   def restore(self, state: Any) -> tuple[Any, dict[str, Any]]:
-    """Continues from the newest checkpoint that restores, when resuming.
+    """Returns the newest intact checkpoint's (state, progress) or (state, {}).
 
-    Damaged checkpoints (see
-    :func:`~examples.common.checkpoints.restore_newest_intact`) are moved to
-    ``checkpoints-damaged/`` and the one before is restored, with one line
-    saying so. A last line of ``metrics.jsonl`` cut short by an interrupted
-    write is dropped, with one line saying so.
-
-    Args:
-      state: A freshly initialised state, which gives the restored arrays
-        their structure, dtypes and shardings.
-
-    Returns:
-      ``(state, progress)``: the checkpoint's, or ``state`` and ``{}`` for a
-      run that starts from scratch. Records written after the checkpoint are
-      dropped from ``metrics.jsonl`` (they will be computed again).
-
-    Raises:
-      DamagedCheckpointsError: If checkpoints exist but none restores, unless
-        the config's ``restart_if_damaged`` asks to start from scratch then.
-      ValueError: If ``metrics.jsonl`` holds fewer records than the
-        checkpoint counted.
+    Only when resuming. Drops a torn last record and those after the checkpoint
+    (to be redone), moves damaged checkpoints aside, saying so; raises
+    DamagedCheckpointsError if none restores (without --restart-if-damaged).
     """
-    torn = self._metrics.torn_line
-    if torn is not None:
+    if (torn := self._metrics.torn_line) is not None:
       preview = torn[:40] + ("..." if len(torn) > 40 else "")
       self.print(
         f"{self._metrics.path}: dropped its last line, cut short by an "
@@ -251,43 +166,22 @@ class TrainingRun:
     return state, progress
 
   def log_step(self, metrics: dict[str, jax.Array]) -> None:
-    """Notes one training step's metrics (see :class:`Progress`).
-
-    Raises:
-      NonFiniteLossError: At a fetch, for the first NaN or infinite loss.
-    """
+    """Notes one training step's metrics (see :meth:`Progress.log_step`)."""
     self._progress.log_step(metrics)
 
   def running_means(self) -> dict[str, float]:
-    """Means of each step metric since the last call (or the run's start).
-
-    Fetches the pending steps first; the sums survive a resume.
-    """
+    """Means of each step metric since the last call (or the run's start)."""
     return self._progress.running_means()
 
   def record(self, record: dict[str, Any]) -> None:
-    """Appends an evaluation record to ``metrics.jsonl`` and prints it.
-
-    The record gets the timing fields of :meth:`Progress.timing`
-    (``<unit>_per_second``, and ``first_step_seconds`` once).
-
-    Raises:
-      WriteError: If ``metrics.jsonl`` cannot be written.
-    """
+    """Appends an evaluation record (with the timing fields) and prints it."""
     record = {**record, **self._progress.timing()}
     self._metrics.append(record)
     self.print(format_record(record))
     self._progress.restart_clock()
 
   def save(self, step: int, state: Any, progress: dict[str, Any]) -> None:
-    """Writes a checkpoint and waits until it is complete.
-
-    Raises:
-      NonFiniteLossError: If a pending loss or the parameters are not finite
-        (nothing is written then).
-      WriteError: If the checkpoint cannot be written (a full disk, no
-        permission); the earlier checkpoints stay intact.
-    """
+    """Writes a checkpoint if the pending losses and parameters are finite."""
     self._progress.fetch(timed=False)
     if not train_state_lib.all_finite(state.params):
       raise NonFiniteLossError(

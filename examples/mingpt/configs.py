@@ -1,10 +1,4 @@
-"""MinGPT's training settings, :class:`Config`, and its presets.
-
-The defaults are the paper's protocol (section 3.2, from Karpathy's "Let's
-build GPT" lecture): the 14.3 M-parameter model, random windows of 256
-characters in batches of 64, learning rate 1e-4, 5,000 iterations, and every
-500 iterations the mean loss over 200 random batches of each split.
-"""
+"""MinGPT's run settings; the defaults are the paper's (section 3.2)."""
 
 from __future__ import annotations
 
@@ -12,7 +6,7 @@ import dataclasses
 from typing import ClassVar
 
 from examples.common import config as config_lib
-from examples.mingpt.model import GPTConfig
+from examples.mingpt.model import GPT_PRESETS, GPTConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,13 +44,8 @@ class Config(config_lib.RunConfig):
 
   def __post_init__(self) -> None:
     super().__post_init__()
-    for name in (
-      "batch_size",
-      "iters",
-      "eval_interval",
-      "eval_iters",
-      "checkpoint_every",
-    ):
+    positive = "batch_size iters eval_interval eval_iters checkpoint_every"
+    for name in positive.split():
       config_lib.check_positive(name, getattr(self, name))
     if self.sample_tokens < 0:
       raise ValueError(f"sample_tokens must be >= 0, got {self.sample_tokens}.")
@@ -70,7 +59,7 @@ PRESETS: dict[str, Config] = {
   "paper": Config(),
   "tiny": Config(
     preset="tiny",
-    model=GPTConfig(block_size=64, n_embd=64, n_head=4, n_layer=2),
+    model=GPT_PRESETS["tiny"],
     lr=5e-4,
     batch_size=32,
     iters=600,
@@ -80,6 +69,4 @@ PRESETS: dict[str, Config] = {
     sample_tokens=300,
   ),
 }
-"""The presets: ``paper`` is the paper's protocol; ``tiny`` trains a 112 k
-parameter model in about a minute on two CPU cores. The benchmarks add their
-protocols in :mod:`benchmarks.reproduce.presets`."""
+"""``paper``: the paper's protocol; ``tiny``: a small model for CPU runs."""

@@ -1,19 +1,9 @@
-"""Character-level text data for MinGPT: loading and encoding.
-
-As in Karpathy's "Let's build GPT" lecture, every distinct character of the
-text is a token, the first 90% of the text (by position) is the training set
-and the rest the validation set. By default the text is tiny Shakespeare
-(public domain), shipped beside this module as ``tinyshakespeare.txt`` and
-checked against its published SHA-256; a copy found as
-``tinyshakespeare/input.txt`` in a data folder (see
-:mod:`examples.common.download` for the search order) is used instead and
-checked the same way. Any UTF-8 text file can be given instead.
-"""
+"""Character-level text data for MinGPT, as in Karpathy's lecture: each distinct
+character is a token; the first 90% of the text trains, the rest validates."""
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import pathlib
 from collections.abc import Sequence
 
@@ -34,7 +24,6 @@ TRAIN_FRACTION = 0.9
 
 
 def _code_points(text: str) -> np.ndarray:
-  """Returns the Unicode code points of ``text`` as a ``uint32`` array."""
   return np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
 
 
@@ -42,27 +31,15 @@ def _code_points(text: str) -> np.ndarray:
 class CharCorpus:
   """A text's character vocabulary and its encoded train / validation parts.
 
-  Token ``i`` is the ``i``-th character of ``chars``, the text's distinct
-  characters sorted by code point.
-
-  Attributes:
-    chars: The vocabulary, sorted unique characters.
-    train: ``int32`` token ids of the first 90% of the text.
-    val: ``int32`` token ids of the remaining 10%.
-  """
+  ``chars``: the distinct characters by code point (token ``i`` is
+  ``chars[i]``); ``train`` / ``val``: 1-D ``int32`` ids of the first 90% / the
+  rest. ``ValueError`` if the fields do not have these forms."""
 
   chars: tuple[str, ...]
   train: np.ndarray
   val: np.ndarray
 
   def __post_init__(self):
-    """Checks the vocabulary and the token arrays.
-
-    Raises:
-      ValueError: If ``chars`` are not distinct single characters in
-        ascending order, or ``train`` / ``val`` are not one-dimensional
-        ``int32`` arrays of ids in ``[0, vocab_size)``.
-    """
     if any(len(char) != 1 for char in self.chars) or list(self.chars) != sorted(
       set(self.chars)
     ):
@@ -85,25 +62,11 @@ class CharCorpus:
   def from_text(
     cls, text: str, train_fraction: float = TRAIN_FRACTION
   ) -> CharCorpus:
-    """Builds the vocabulary of ``text`` and splits it by position.
-
-    Args:
-      text: The whole corpus.
-      train_fraction: The share of characters, from the start, that forms the
-        training set; the training set has ``int(train_fraction * len(text))``
-        characters.
-
-    Returns:
-      The corpus.
-
-    Raises:
-      ValueError: If ``train_fraction`` is not in ``(0, 1)`` or either part
-        would be empty.
-    """
+    """Builds the vocabulary; the first ``int(train_fraction * len(text))``
+    characters train (``ValueError`` if either part would be empty)."""
     if not 0.0 < train_fraction < 1.0:
       raise ValueError(
-        f"train_fraction must lie strictly between 0 and 1, got "
-        f"{train_fraction!r}."
+        f"train_fraction must be in (0, 1), got {train_fraction}."
       )
     num_train = int(train_fraction * len(text))
     if num_train == 0 or num_train == len(text):
@@ -115,11 +78,8 @@ class CharCorpus:
     code_points = _code_points(text)
     vocabulary = np.unique(code_points)
     ids = np.searchsorted(vocabulary, code_points).astype(np.int32)
-    return cls(
-      chars=tuple(chr(code_point) for code_point in vocabulary),
-      train=ids[:num_train],
-      val=ids[num_train:],
-    )
+    chars = tuple(chr(code_point) for code_point in vocabulary)
+    return cls(chars, ids[:num_train], ids[num_train:])
 
   @property
   def vocab_size(self) -> int:
@@ -131,29 +91,12 @@ class CharCorpus:
     """What a sample continues by default: a newline, if the text has one."""
     return "\n" if "\n" in self.chars else self.chars[0]
 
-  @functools.cached_property
-  def _sorted_code_points(self) -> np.ndarray:
-    """The vocabulary's code points, ascending (token id order)."""
-    return np.array([ord(char) for char in self.chars], dtype=np.uint32)
-
   def encode(self, text: str) -> np.ndarray:
-    """Maps each character of ``text`` to its token id.
-
-    Args:
-      text: A string made of vocabulary characters.
-
-    Returns:
-      ``int32`` array of shape ``(len(text),)``.
-
-    Raises:
-      ValueError: If ``text`` holds characters outside the vocabulary.
-    """
+    """The ``int32`` token ids of ``text``; ``ValueError`` for unknown ones."""
     code_points = _code_points(text)
-    vocabulary = self._sorted_code_points
+    vocabulary = np.array([ord(char) for char in self.chars], dtype=np.uint32)
     ids = np.searchsorted(vocabulary, code_points)
-    known = (ids < len(vocabulary)) & (
-      vocabulary[np.minimum(ids, len(vocabulary) - 1)] == code_points
-    )
+    known = np.isin(code_points, vocabulary)
     if not known.all():
       unknown = sorted({chr(code_point) for code_point in code_points[~known]})
       raise ValueError(
@@ -164,18 +107,7 @@ class CharCorpus:
     return ids.astype(np.int32)
 
   def decode(self, ids: Sequence[int] | np.ndarray | jax.Array) -> str:
-    """Maps token ids back to text.
-
-    Args:
-      ids: A one-dimensional sequence of integer token ids.
-
-    Returns:
-      The decoded string.
-
-    Raises:
-      ValueError: If ``ids`` is not one-dimensional and integer, or holds an id
-        outside ``[0, vocab_size)``.
-    """
+    """The text of 1-D integer token ids; ``ValueError`` for other ids."""
     ids = np.asarray(ids)
     if ids.ndim != 1 or (ids.size and ids.dtype.kind not in "iu"):
       raise ValueError(
@@ -192,12 +124,7 @@ class CharCorpus:
 
 
 def check_corpus(corpus: CharCorpus, block_size: int) -> None:
-  """Checks that both parts of the text hold a window and its targets.
-
-  Raises:
-    ValueError: If the training or validation part is shorter than
-      ``block_size + 1`` characters.
-  """
+  """``ValueError`` unless both parts hold ``block_size + 1`` characters."""
   for name, ids in (("training", corpus.train), ("validation", corpus.val)):
     if len(ids) < block_size + 1:
       raise ValueError(
@@ -207,62 +134,19 @@ def check_corpus(corpus: CharCorpus, block_size: int) -> None:
       )
 
 
-def read_text_file(path: download_lib.PathLike) -> str:
-  """Reads a UTF-8 text file.
-
-  Args:
-    path: The file.
-
-  Returns:
-    Its content.
-
-  Raises:
-    FileNotFoundError: If the file does not exist.
-    ValueError: If it is not valid UTF-8.
-  """
-  path = pathlib.Path(path).expanduser()
-  if not path.is_file():
-    raise FileNotFoundError(
-      f"Text file {path} does not exist or is not a file; pass an existing "
-      "UTF-8 text file."
-    )
-  try:
-    return path.read_text(encoding="utf-8")
-  except UnicodeDecodeError as error:
-    raise ValueError(
-      f"{path} is not valid UTF-8 text ({error}); convert it to UTF-8."
-    ) from error
-
-
 def load_text(
   data_dir: download_lib.PathLike | None = None,
   text_file: download_lib.PathLike | None = None,
   *,
   verify: bool = True,
 ) -> CharCorpus:
-  """Loads a character corpus: ``text_file`` if given, else tiny Shakespeare.
+  """Loads UTF-8 ``text_file`` if given, else tiny Shakespeare, split 90 / 10.
 
-  Tiny Shakespeare is looked for as ``tinyshakespeare/input.txt`` in the data
-  folders of :func:`examples.common.download.data_dirs`, and otherwise read
-  from the copy shipped beside this module; either is checked against the
-  published SHA-256 (once per file version, see
-  :func:`examples.common.download.verify_once`).
-
-  Args:
-    data_dir: An explicit data folder (the ``--data-dir`` option), or None.
-    text_file: A UTF-8 text file to use instead of tiny Shakespeare.
-    verify: Whether to check tiny Shakespeare's SHA-256.
-
-  Returns:
-    The corpus, split 90 / 10 by position (tiny Shakespeare: 1,003,854
-    training and 111,540 validation characters, vocabulary 65).
-
-  Raises:
-    examples.common.download.ChecksumMismatchError: If a tiny Shakespeare
-      file is not the published one.
-    FileNotFoundError: If ``text_file`` does not exist.
-    ValueError: If the text is not UTF-8 or too short to split.
-  """
+  Tiny Shakespeare (public domain) is ``tinyshakespeare/input.txt`` in the first
+  of :func:`examples.common.download.data_dirs` (``data_dir``, if not None,
+  first) that has it, else the copy shipped here; ``verify`` checks its
+  published SHA-256 (``ChecksumMismatchError``). ``FileNotFoundError`` for a
+  missing ``text_file``; ``ValueError`` for text not UTF-8 or too short."""
   if text_file is None:
     text_file = (
       download_lib.find_local((TINY_SHAKESPEARE_PATH,), data_dir)
@@ -275,4 +159,16 @@ def load_text(
         accept_hint="To train on a different text on purpose, pass it with "
         "--text FILE (or turn the check off with --no-verify-data).",
       )
-  return CharCorpus.from_text(read_text_file(text_file))
+  path = pathlib.Path(text_file).expanduser()
+  if not path.is_file():
+    raise FileNotFoundError(
+      f"Text file {path} does not exist or is not a file; pass an existing "
+      "UTF-8 text file."
+    )
+  try:
+    text = path.read_text(encoding="utf-8")
+  except UnicodeDecodeError as error:
+    raise ValueError(
+      f"{path} is not valid UTF-8 text ({error}); convert it to UTF-8."
+    ) from error
+  return CharCorpus.from_text(text)

@@ -1,26 +1,9 @@
 """The character-level MinGPT of the EXAdam paper (section 3.2) in Flax NNX.
 
-This is the GPT of Karpathy's "Let's build GPT" lecture: learned token and
-position embeddings, ``n_layer`` pre-LayerNorm transformer blocks of causal
-multi-head self-attention and a ReLU feed-forward net, a final LayerNorm and a
-linear language-model head. With the paper's settings (vocabulary 65, 384
-embedding features, 8 heads, 8 layers, context 256) it has 14,335,553
-parameters.
-
-Details kept from the lecture code:
-
-* query, key and value projections have no bias; the attention scores are
-  scaled by ``n_embd ** -0.5`` (not ``head_size ** -0.5``);
-* dropout is applied to the attention weights, after the attention output
-  projection and after the feed-forward net (not to the embeddings);
-* Linear and Embedding weights are drawn from :math:`N(0, 0.02^2)`, biases
-  start at zero and LayerNorm uses epsilon 1e-5.
-
-Training and evaluation differ only in the ``train`` argument of the call:
-with ``train=True`` dropout draws its masks from the ``dropout`` stream of the
-``rngs`` passed to the call; the model holds no random state of its own.
-:func:`generate` samples text autoregressively in one compiled loop.
-"""
+Karpathy's "Let's build GPT" details: no Q/K/V bias; scores scaled by
+``n_embd ** -0.5`` (not ``head_size ** -0.5``); dropout on attention weights
+and residual branches, not embeddings; N(0, 0.02^2) weights. The model holds
+no random state: dropout masks come from the call's ``rngs``."""
 
 from __future__ import annotations
 
@@ -35,22 +18,11 @@ from flax import nnx
 from examples.common import config as config_lib
 
 _WEIGHT_INIT = jax.nn.initializers.normal(stddev=0.02)
-_LAYER_NORM_EPSILON = 1e-5
-_FEED_FORWARD_EXPANSION = 4
 
 
 @dataclasses.dataclass(frozen=True)
 class GPTConfig:
-  """Hyperparameters of :class:`MinGPT` (the vocabulary comes from the data).
-
-  Each field's docstring is also its option's ``--help`` in the trainer
-  (:mod:`examples.common.cli`), so it is written as plain sentences, each
-  line ending one.
-
-  Raises:
-    ValueError: If a field is out of range or ``n_embd`` is not divisible by
-      ``n_head`` (checked on construction), saying what to change.
-  """
+  """Hyperparameters of :class:`MinGPT`; ``ValueError`` if one is invalid."""
 
   block_size: int = 256
   """Longest context the model reads, in tokens (its learned positions)."""
@@ -88,8 +60,7 @@ class GPTConfig:
 
 
 def _head_counts_near(n_embd: int, n_head: int) -> str:
-  """How to fix an ``n_head`` that does not divide ``n_embd``: the nearest
-  head counts that do (the next larger one if below twice ``n_head``)."""
+  """The nearest head counts that divide ``n_embd``, as a fix to suggest."""
   below = max(d for d in range(1, min(n_head, n_embd) + 1) if n_embd % d == 0)
   above = [
     d for d in range(n_head + 1, min(2 * n_head, n_embd) + 1) if n_embd % d == 0
@@ -106,14 +77,8 @@ GPT_PRESETS: dict[str, GPTConfig] = {
 
 
 def _linear(
-  in_features: int,
-  out_features: int,
-  config: GPTConfig,
-  *,
-  use_bias: bool,
-  rngs: nnx.Rngs,
+  in_features: int, out_features: int, config: GPTConfig, *, use_bias=True, rngs
 ) -> nnx.Linear:
-  """A Linear layer with Karpathy's initialisation: N(0, 0.02^2), zero bias."""
   return nnx.Linear(
     in_features,
     out_features,
@@ -129,7 +94,7 @@ def _linear(
 def _layer_norm(config: GPTConfig, *, rngs: nnx.Rngs) -> nnx.LayerNorm:
   return nnx.LayerNorm(
     config.n_embd,
-    epsilon=_LAYER_NORM_EPSILON,
+    epsilon=1e-5,
     dtype=config.dtype,
     param_dtype=config.param_dtype,
     rngs=rngs,
@@ -137,18 +102,7 @@ def _layer_norm(config: GPTConfig, *, rngs: nnx.Rngs) -> nnx.LayerNorm:
 
 
 class CausalSelfAttention(nnx.Module):
-  """Multi-head causal self-attention with dropout on the attention weights.
-
-  For each head with queries :math:`Q`, keys :math:`K` and values :math:`V`
-  (``T x head_size`` each), computes
-  :math:`\\mathrm{dropout}(\\mathrm{softmax}(\\mathrm{mask}(Q K^T / \\sqrt{C}))) V`
-  with :math:`C` = ``n_embd`` and a mask that hides later positions, then
-  concatenates the heads and applies the output projection and dropout.
-
-  Args:
-    config: supplies ``n_embd``, ``n_head``, the dropout rate and dtypes.
-    rngs: random streams for parameter initialisation and dropout.
-  """
+  """Causal self-attention; head: ``dropout(softmax(Q K^T / sqrt(C))) V``."""
 
   def __init__(self, config: GPTConfig, *, rngs: nnx.Rngs):
     width = config.n_embd
@@ -158,13 +112,12 @@ class CausalSelfAttention(nnx.Module):
     self.key = _linear(width, width, config, use_bias=False, rngs=rngs)
     self.value = _linear(width, width, config, use_bias=False, rngs=rngs)
     self.attention_dropout = nnx.Dropout(config.dropout_rate)
-    self.projection = _linear(width, width, config, use_bias=True, rngs=rngs)
+    self.projection = _linear(width, width, config, rngs=rngs)
     self.output_dropout = nnx.Dropout(config.dropout_rate)
 
   def __call__(
     self, x: jax.Array, *, train: bool, rngs: nnx.Rngs | None
   ) -> jax.Array:
-    """Maps ``(batch, time, n_embd)`` to the same shape."""
     batch, time, width = x.shape
     head_shape = (batch, time, self.num_heads, width // self.num_heads)
     query = self.query(x).reshape(head_shape)
@@ -186,38 +139,23 @@ class CausalSelfAttention(nnx.Module):
 
 
 class FeedForward(nnx.Module):
-  """``dropout(W2 relu(W1 x + b1) + b2)`` with a 4x wider hidden layer.
-
-  Args:
-    config: supplies ``n_embd``, the dropout rate and dtypes.
-    rngs: random streams for parameter initialisation and dropout.
-  """
+  """``dropout(W2 relu(W1 x + b1) + b2)`` with a 4x wider hidden layer."""
 
   def __init__(self, config: GPTConfig, *, rngs: nnx.Rngs):
-    hidden = _FEED_FORWARD_EXPANSION * config.n_embd
-    self.expand = _linear(
-      config.n_embd, hidden, config, use_bias=True, rngs=rngs
-    )
-    self.contract = _linear(
-      hidden, config.n_embd, config, use_bias=True, rngs=rngs
-    )
+    width, hidden = config.n_embd, 4 * config.n_embd
+    self.expand = _linear(width, hidden, config, rngs=rngs)
+    self.contract = _linear(hidden, width, config, rngs=rngs)
     self.dropout = nnx.Dropout(config.dropout_rate)
 
   def __call__(
     self, x: jax.Array, *, train: bool, rngs: nnx.Rngs | None
   ) -> jax.Array:
-    """Maps ``(batch, time, n_embd)`` to the same shape."""
     hidden = self.contract(jax.nn.relu(self.expand(x)))
     return self.dropout(hidden, deterministic=not train, rngs=rngs)
 
 
 class TransformerBlock(nnx.Module):
-  """Pre-LayerNorm block: ``x + attn(ln1(x))``, then ``x + ffn(ln2(x))``.
-
-  Args:
-    config: the model's hyperparameters.
-    rngs: random streams for parameter initialisation and dropout.
-  """
+  """Pre-LayerNorm block: ``x + attn(ln1(x))``, then ``x + ffn(ln2(x))``."""
 
   def __init__(self, config: GPTConfig, *, rngs: nnx.Rngs):
     self.attention_norm = _layer_norm(config, rngs=rngs)
@@ -228,7 +166,6 @@ class TransformerBlock(nnx.Module):
   def __call__(
     self, x: jax.Array, *, train: bool, rngs: nnx.Rngs | None
   ) -> jax.Array:
-    """Maps ``(batch, time, n_embd)`` to the same shape."""
     x = x + self.attention(self.attention_norm(x), train=train, rngs=rngs)
     return x + self.feed_forward(
       self.feed_forward_norm(x), train=train, rngs=rngs
@@ -236,29 +173,14 @@ class TransformerBlock(nnx.Module):
 
 
 class MinGPT(nnx.Module):
-  """Karpathy's character-level GPT, as trained in the EXAdam paper.
+  """Karpathy's character-level GPT; ``rngs.params`` (or ``default``) inits it.
 
-  Example::
-
-    >>> import jax
-    >>> import jax.numpy as jnp
-    >>> from flax import nnx
-    >>> model = MinGPT(GPT_PRESETS["tiny"], vocab_size=65, rngs=nnx.Rngs(0))
-    >>> model(jnp.zeros((2, 10), jnp.int32)).shape
-    (2, 10, 65)
-    >>> dropout = nnx.Rngs(dropout=jax.random.key(1))
-    >>> model(jnp.zeros((2, 10), jnp.int32), train=True, rngs=dropout).shape
-    (2, 10, 65)
-
-  Args:
-    config: the architecture; see :class:`GPTConfig` and :data:`GPT_PRESETS`.
-    vocab_size: number of distinct tokens (characters of the corpus).
-    rngs: random streams; ``params`` (or ``default``) initialises the
-      parameters.
-
-  Raises:
-    TypeError: if ``config`` is not a :class:`GPTConfig`.
-    ValueError: if ``vocab_size`` is not a positive int.
+  >>> import jax
+  >>> from flax import nnx
+  >>> model = MinGPT(GPT_PRESETS["tiny"], vocab_size=65, rngs=nnx.Rngs(0))
+  >>> ids = jax.numpy.zeros((2, 10), jax.numpy.int32)
+  >>> model(ids, train=True, rngs=nnx.Rngs(dropout=jax.random.key(1))).shape
+  (2, 10, 65)
   """
 
   def __init__(self, config: GPTConfig, vocab_size: int, *, rngs: nnx.Rngs):
@@ -267,14 +189,7 @@ class MinGPT(nnx.Module):
         "MinGPT expects a GPTConfig (e.g. GPT_PRESETS['paper']), got "
         f"{type(config).__name__}."
       )
-    if (
-      isinstance(vocab_size, bool)
-      or not isinstance(vocab_size, int)
-      or vocab_size < 1
-    ):
-      raise ValueError(
-        f"MinGPT's vocab_size must be a positive int, got {vocab_size!r}."
-      )
+    config_lib.check_positive("vocab_size", vocab_size)
     self.config = config
     self.vocab_size = vocab_size
     embed = functools.partial(
@@ -291,9 +206,7 @@ class MinGPT(nnx.Module):
       [TransformerBlock(config, rngs=rngs) for _ in range(config.n_layer)]
     )
     self.final_norm = _layer_norm(config, rngs=rngs)
-    self.lm_head = _linear(
-      config.n_embd, vocab_size, config, use_bias=True, rngs=rngs
-    )
+    self.lm_head = _linear(config.n_embd, vocab_size, config, rngs=rngs)
 
   def __call__(
     self,
@@ -302,23 +215,11 @@ class MinGPT(nnx.Module):
     train: bool = False,
     rngs: nnx.Rngs | None = None,
   ) -> jax.Array:
-    """Computes next-token logits at every position.
+    """float32 next-token logits ``(batch, time, vocab_size)``, causally.
 
-    Args:
-      token_ids: integer array of shape ``(batch, time)`` with
-        ``1 <= time <= block_size`` and values in ``[0, vocab_size)`` (values
-        outside that range cannot be checked under ``jit`` and give NaN).
-      train: apply dropout, as in training.
-      rngs: with ``train=True``, the ``dropout`` stream for the masks.
-
-    Returns:
-      float32 logits of shape ``(batch, time, vocab_size)``; position ``t``
-      depends only on ``token_ids[:, :t + 1]``.
-
-    Raises:
-      AssertionError: if ``token_ids`` is not a 2-D integer array.
-      ValueError: if ``time`` is 0 or exceeds ``block_size``.
-    """
+    ``token_ids``: ints in ``[0, vocab_size)`` (others give NaN, unchecked under
+    ``jit``), ``1 <= time <= block_size``. ``train`` turns dropout on, its masks
+    from the ``dropout`` stream of ``rngs``."""
     chex.assert_rank(token_ids, 2)
     chex.assert_type(token_ids, int)
     batch, time = token_ids.shape
@@ -345,32 +246,13 @@ def generate(
   max_new_tokens: int,
   temperature: float = 1.0,
 ) -> jax.Array:
-  """Samples a continuation of ``prompt_ids`` token by token.
+  """Appends ``max_new_tokens`` sampled tokens to ``prompt_ids``, dropout off.
 
-  At each position :math:`t \\ge T_0` the model reads the last
-  ``block_size`` tokens before :math:`t` (all of them while fewer exist) and
-  token :math:`t` is drawn from
-  :math:`\\mathrm{softmax}(\\ell_{t-1} / \\tau)`, where :math:`\\ell_{t-1}` are
-  the logits at the last context position and :math:`\\tau` the temperature,
-  using the key ``jax.random.fold_in(key, t)``. Dropout is off. All
-  tokens are produced by a single compiled ``lax.fori_loop`` over a
-  fixed-size token buffer; calls with the same shapes reuse the compilation.
-
-  Args:
-    model: the language model.
-    key: PRNG key; the same key, model and prompt give the same tokens.
-    prompt_ids: integer array of shape ``(batch, T0)`` with ``T0 >= 1``.
-    max_new_tokens: number of tokens to append, ``>= 0``.
-    temperature: positive softmax temperature; lower is greedier.
-
-  Returns:
-    int32 array of shape ``(batch, T0 + max_new_tokens)`` that starts with
-    ``prompt_ids``.
-
-  Raises:
-    ValueError: if ``prompt_ids`` is not a non-empty 2-D integer array,
-      ``max_new_tokens`` is negative or ``temperature`` is not positive.
-  """
+  Token ``t`` is drawn with ``fold_in(key, t)`` from ``softmax(logits /
+  temperature)`` after the (at most ``block_size``) tokens before it, so key,
+  model and prompt fix the result. ``prompt_ids`` is integer ``(batch, T0)``,
+  ``T0 >= 1``; returns int32 ``(batch, T0 + max_new_tokens)``. ``ValueError``
+  if an argument is malformed or out of range."""
   prompt_ids = jnp.asarray(prompt_ids)
   if prompt_ids.ndim != 2 or prompt_ids.shape[1] < 1:
     raise ValueError(
@@ -378,9 +260,7 @@ def generate(
       f"shape {prompt_ids.shape}; add a batch axis or a start token."
     )
   if not jnp.issubdtype(prompt_ids.dtype, jnp.integer):
-    raise ValueError(
-      f"generate expects integer prompt_ids (token indices), got {prompt_ids.dtype}."
-    )
+    raise ValueError(f"prompt_ids must be integers, got {prompt_ids.dtype}.")
   if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int):
     raise ValueError(f"max_new_tokens must be an int, got {max_new_tokens!r}.")
   if max_new_tokens < 0:
@@ -408,7 +288,6 @@ def _sample_tokens(
   *,
   max_new_tokens: int,
 ) -> jax.Array:
-  """The compiled sampling loop of :func:`generate` (arguments validated there)."""
   model = nnx.merge(graphdef, state)
   batch, prompt_length = prompt_ids.shape
   total_length = prompt_length + max_new_tokens
@@ -417,13 +296,11 @@ def _sample_tokens(
   tokens = tokens.at[:, :prompt_length].set(prompt_ids)
 
   def sample_at(position: jax.Array, tokens: jax.Array) -> jax.Array:
-    # The window starts at 0 until `position` exceeds it; positions >= `position`
-    # inside it hold placeholders that causal attention keeps from the logits read.
+    # Causal attention keeps placeholders at/after `position` out of the logits.
     start = jnp.maximum(position - window, 0)
     context = jax.lax.dynamic_slice_in_dim(tokens, start, window, axis=1)
-    logits = model(context)
     last_logits = jax.lax.dynamic_index_in_dim(
-      logits, position - 1 - start, axis=1, keepdims=False
+      model(context), position - 1 - start, axis=1, keepdims=False
     )
     next_token = jax.random.categorical(
       jax.random.fold_in(key, position), last_logits / temperature, axis=-1

@@ -68,21 +68,9 @@ def test_the_trainers_pass_the_option_on(tmp_path, monkeypatch):
   asked = []
   monkeypatch.setattr(compile_cache, "enable", asked.append)
   argv = ["--preset", "tiny", "--compilation-cache", str(tmp_path)]
+  assert cli.main(lambda config: None, gpt_configs.PRESETS, argv) == 0
   assert (
-    cli.main(
-      lambda config: None, gpt_configs.PRESETS, argv, prog="t", description=""
-    )
-    == 0
-  )
-  assert (
-    cli.main(
-      lambda config: None,
-      gpt_configs.PRESETS,
-      ["--preset", "tiny"],
-      prog="t",
-      description="",
-    )
-    == 0
+    cli.main(lambda config: None, gpt_configs.PRESETS, ["--preset=tiny"]) == 0
   )
   assert asked == [str(tmp_path), None]
 

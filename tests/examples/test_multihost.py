@@ -27,8 +27,10 @@ from examples.mingpt import configs as gpt_configs
 from examples.mingpt import train as gpt_train
 from examples.mingpt.model import GPTConfig
 
-# Each test starts subprocesses or trains for several seconds.
-pytestmark = pytest.mark.slow
+# Each test starts subprocesses. One worker runs them all, so that the
+# module's shared runs are made once and before the test that needs their
+# programs in the compilation cache.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("multihost")]
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 TIMING_KEYS = ("first_step_seconds", "tokens_per_second", "images_per_second")
@@ -192,16 +194,39 @@ def test_mingpt_two_processes_match_one_process_and_write_once(
   assert "train_loss" not in log and "--- sample" not in log
 
 
+def _as_if_stopped_at(out_dir: pathlib.Path, step: int) -> None:
+  """Turns a finished run's folder into that of a job stopped after ``step``.
+
+  The checkpoints after ``step``, the records after it and the sample go, so
+  the folder holds what a job that saved at ``step`` and stopped had written.
+  """
+  for checkpoint in (out_dir / training_run.CHECKPOINT_DIR).iterdir():
+    if checkpoint.name.isdigit() and int(checkpoint.name) > step:
+      shutil.rmtree(checkpoint)
+  metrics = out_dir / "metrics.jsonl"
+  lines = metrics.read_text().splitlines(keepends=True)
+  kept = [line for line in lines if json.loads(line).get("step", 0) <= step]
+  kept = [line for line in kept if not json.loads(line).get("final")]
+  metrics.write_text("".join(kept))
+  (out_dir / "sample.txt").unlink(missing_ok=True)
+
+
 def test_mingpt_two_processes_resume_exactly(
   gpt_two_processes, text_file, tmp_path
 ):
+  # The uninterrupted run's folder, cut back to its checkpoint at step 4,
+  # resumed by two new processes.
   full_dir, full = gpt_two_processes
   out_dir = tmp_path / "run"
+  shutil.copytree(full_dir, out_dir)
+  _as_if_stopped_at(out_dir, 4)
+  assert [r["step"] for r in _records(out_dir)] == [0, 2, 4]
   args = [*GPT_ARGS, f"--text={text_file}", f"--out-dir={out_dir}"]
-  _run_driver(tmp_path, "first", "mingpt", [*args, "--iters=4"])
   resumed = _run_driver(
     tmp_path, "second", "mingpt", [*args, "--iters=6", "--resume"]
   )
+  log = (tmp_path / "second_logs" / "process0.log").read_text()
+  assert "Resumed from the checkpoint at step 4" in log
   assert _records(out_dir) == _records(full_dir)
   assert [s["state_digest"] for s in resumed] == [
     s["state_digest"] for s in full
@@ -242,11 +267,11 @@ CNN_ARGS = [
 
 
 @pytest.fixture(scope="module")
-def cnn_two_processes_one_epoch(tmp_path_factory, cifar_dir):
-  """A two-process CIFAR-10 run of one epoch (four steps)."""
+def cnn_two_processes(tmp_path_factory, cifar_dir):
+  """A two-process CIFAR-10 run of two epochs (four steps each)."""
   tmp_path = tmp_path_factory.mktemp("cnn2")
   out_dir = tmp_path / "run"
-  args = [*CNN_ARGS, f"--data-dir={cifar_dir}", "--epochs=1"]
+  args = [*CNN_ARGS, f"--data-dir={cifar_dir}", "--epochs=2"]
   summaries = _run_driver(
     tmp_path, "dp", "cifar10", [*args, f"--out-dir={out_dir}"]
   )
@@ -254,13 +279,12 @@ def cnn_two_processes_one_epoch(tmp_path_factory, cifar_dir):
 
 
 def test_cifar10_two_processes_match_one_process(
-  cnn_two_processes_one_epoch, cifar_dir, tmp_path
+  cnn_two_processes, cifar_dir, tmp_path
 ):
-  # One epoch of four steps: batch norm's statistics and the gradients are
-  # summed in another order across processes, and EXAdam's sign-like first
-  # steps amplify that rounding: the training loss of these steps agrees to
-  # 1e-5, the evaluations after the fourth update to about 3e-5.
-  out_dir, summaries = cnn_two_processes_one_epoch
+  # Batch norm's statistics and the gradients are summed in another order
+  # across processes, and EXAdam's sign-like first steps amplify that
+  # rounding: the training losses agree to 1e-5, the evaluations to 1e-4.
+  out_dir, summaries = cnn_two_processes
   assert all(s["moments_follow_params"] for s in summaries)
   cnn_train.train(
     dataclasses.replace(
@@ -269,7 +293,7 @@ def test_cifar10_two_processes_match_one_process(
       batch_size=8,
       augment=True,
       val_size=8,
-      epochs=1,
+      epochs=2,
       lr=1e-4,
       num_devices=4,
       out_dir=str(tmp_path / "one"),
@@ -282,23 +306,23 @@ def test_cifar10_two_processes_match_one_process(
 
 
 def test_cifar10_two_processes_resume_exactly(
-  cnn_two_processes_one_epoch, cifar_dir, tmp_path
+  cnn_two_processes, cifar_dir, tmp_path
 ):
-  # The first epoch is the shared one-epoch run, continued from a copy of
-  # its folder (a run folder may be moved between its sessions).
+  # The uninterrupted run's folder, cut back to its first epoch's checkpoint
+  # and moved (a run folder may move between its sessions), resumed by two
+  # new processes.
+  full_dir, full = cnn_two_processes
+  out_dir = tmp_path / "run"
+  shutil.copytree(full_dir, out_dir)
+  _as_if_stopped_at(out_dir, 4)
+  assert [r["step"] for r in _records(out_dir)] == [4]
   args = [*CNN_ARGS, f"--data-dir={cifar_dir}", "--epochs=2"]
-  full = _run_driver(
-    tmp_path, "full", "cifar10", [*args, f"--out-dir={tmp_path / 'full'}"]
-  )
-  first_epoch, _ = cnn_two_processes_one_epoch
-  shutil.copytree(first_epoch, tmp_path / "run")
   resumed = _run_driver(
-    tmp_path,
-    "second",
-    "cifar10",
-    [*args, f"--out-dir={tmp_path / 'run'}", "--resume"],
+    tmp_path, "second", "cifar10", [*args, f"--out-dir={out_dir}", "--resume"]
   )
-  assert _records(tmp_path / "run") == _records(tmp_path / "full")
+  log = (tmp_path / "second_logs" / "process0.log").read_text()
+  assert "Resumed from the checkpoint at step 4" in log
+  assert _records(out_dir) == _records(full_dir)
   assert [s["state_digest"] for s in resumed] == [
     s["state_digest"] for s in full
   ]
@@ -316,14 +340,17 @@ def _logs(log_dir: pathlib.Path) -> str:
 # the timeout must exceed how far the two processes can drift apart before
 # the kill (one compiles or writes a checkpoint while the other already waits):
 # more than 8 s on a 2-core machine that runs the rest of the suite beside it,
-# and more than 20 s while one of them compiles, so a first job (default
-# timeout) fills the compilation cache before the timed one starts.
+# and more than 20 s while one of them compiles, so the timed job starts with
+# its programs in the compilation cache.
 LOST_PROCESS_TIMEOUT = 20
 
 
 def test_a_lost_process_stops_the_other_and_the_job_resumes(
-  text_file, tmp_path
+  gpt_two_processes, text_file, tmp_path
 ):
+  # gpt_two_processes ran the same model, optimizer and batches: its programs
+  # are in the compilation cache that this job reads.
+  del gpt_two_processes
   out_dir = tmp_path / "run"
   command = [
     sys.executable,
@@ -336,20 +363,6 @@ def test_a_lost_process_stops_the_other_and_the_job_resumes(
     "--eval-interval=1000",
     f"--heartbeat-timeout={LOST_PROCESS_TIMEOUT}",
   ]
-  warm_up = [
-    arg
-    for arg in command
-    if not arg.startswith(("--iters", "--out-dir", "--heartbeat"))
-  ]
-  warm_up_logs = tmp_path / "warm_up_logs"
-  codes = _wait(
-    _launch(
-      [*warm_up, "--iters=2", f"--out-dir={tmp_path / 'warm_up'}"],
-      2,
-      warm_up_logs,
-    )
-  )
-  assert codes == [0, 0], _logs(warm_up_logs)
   log_dir = tmp_path / "logs"
   processes = _launch(command, 2, log_dir)
   try:
