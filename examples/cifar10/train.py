@@ -258,13 +258,7 @@ def init_state(
   config: configs.Config, mesh: jax.sharding.Mesh, schedule: optax.Schedule
 ) -> tuple[nnx.GraphDef, train_state_lib.TrainState, Any]:
   """The CNN's graph definition, initial state and optimizer update."""
-  optimizer = optimizers.make_optimizer(
-    config.optimizer,
-    config.lr,
-    weight_decay=config.weight_decay,
-    switches=config.switches,
-    schedule=schedule,
-  )
+  optimizer = config.make_optimizer(schedule)
   graphdef, state = train_state_lib.init_train_state(
     lambda rngs: model_lib.CNN(config.model, rngs=rngs),
     optimizer,

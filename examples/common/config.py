@@ -13,6 +13,7 @@ import pathlib
 from typing import ClassVar, Literal
 
 import jax.numpy as jnp
+import optax
 
 from examples.common import optimizers
 
@@ -189,6 +190,18 @@ class RunConfig:
     """The configured schedule over a run of ``total_steps`` updates."""
     return optimizers.Schedule(
       self.schedule, total_steps, self.warmup_fraction, self.final_fraction
+    )
+
+  def make_optimizer(
+    self, schedule: optimizers.Schedule
+  ) -> optax.GradientTransformationExtraArgs:
+    """The configured optimizer, its learning rate shaped by ``schedule``."""
+    return optimizers.make_optimizer(
+      self.optimizer,
+      self.lr,
+      weight_decay=self.weight_decay,
+      switches=self.switches,
+      schedule=schedule,
     )
 
   def run_dir(self, trainer: str) -> pathlib.Path:

@@ -175,13 +175,7 @@ def train(
   mesh = sharding.make_data_mesh(config.num_devices)
   sharding.check_batch_size(config.batch_size, mesh)
   schedule = config.learning_rate_schedule(config.iters)
-  optimizer = optimizers.make_optimizer(
-    config.optimizer,
-    config.lr,
-    weight_decay=config.weight_decay,
-    switches=config.switches,
-    schedule=schedule,
-  )
+  optimizer = config.make_optimizer(schedule)
 
   def build_model(rngs: nnx.Rngs) -> model_lib.MinGPT:
     return model_lib.MinGPT(config.model, corpus.vocab_size, rngs=rngs)
