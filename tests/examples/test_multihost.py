@@ -204,10 +204,13 @@ def _as_if_stopped_at(out_dir: pathlib.Path, step: int) -> None:
     if checkpoint.name.isdigit() and int(checkpoint.name) > step:
       shutil.rmtree(checkpoint)
   metrics = out_dir / "metrics.jsonl"
+
+  def written_by_then(line: str) -> bool:
+    record = json.loads(line)
+    return record.get("step", 0) <= step and not record.get("final")
+
   lines = metrics.read_text().splitlines(keepends=True)
-  kept = [line for line in lines if json.loads(line).get("step", 0) <= step]
-  kept = [line for line in kept if not json.loads(line).get("final")]
-  metrics.write_text("".join(kept))
+  metrics.write_text("".join(filter(written_by_then, lines)))
   (out_dir / "sample.txt").unlink(missing_ok=True)
 
 
