@@ -157,7 +157,9 @@ def main(
   excludes the program name.
   """
   module = sys.modules[train.__module__]
-  prog = f"python -m {module.__name__}"
+  # Run with -m, the module is __main__ and its spec holds the dotted name.
+  name = module.__spec__.name if module.__spec__ else module.__name__
+  prog = f"python -m {name}"
   description = (module.__doc__ or "").strip().split("\n")[0]
   argv = sys.argv[1:] if argv is None else list(argv)
   debug = "--debug" in argv or os.environ.get(DEBUG_ENV_VAR, "") not in (

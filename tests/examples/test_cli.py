@@ -6,6 +6,8 @@ import dataclasses
 import itertools
 import pathlib
 import re
+import runpy
+import sys
 
 import docstring_parser
 import pytest
@@ -55,6 +57,22 @@ def test_help_lists_the_options_with_their_docstrings(capsys):
   assert "--lr" in out and "--n-layer" in out and "--no-progress" in out
   assert "Training iterations" in out
   assert "(default: 600)" in out  # the tiny preset's iterations
+
+
+@pytest.mark.parametrize(
+  "module", ["examples.cifar10.train", "examples.mingpt.train"]
+)
+# runpy warns that this process imported the module already; --help only
+# parses.
+@pytest.mark.filterwarnings("ignore:.* found in sys.modules:RuntimeWarning")
+def test_help_names_the_command_that_runs_it(module, monkeypatch, capsys):
+  # As ``python -m <module> --help`` runs it: the module is __main__.
+  monkeypatch.setattr(sys, "argv", [module, "--help"])
+  with pytest.raises(SystemExit) as exit_info:
+    runpy.run_module(module, run_name="__main__", alter_sys=True)
+  assert exit_info.value.code == 0
+  usage = capsys.readouterr().out.splitlines()[0]
+  assert usage.startswith(f"usage: python -m {module} ")
 
 
 def _help(configs_module, monkeypatch, capsys) -> list[str]:

@@ -363,6 +363,16 @@ def test_cnn_init_matches_pytorch_defaults():
   assert num_layers == 3 * 4 + 2  # four convolutions per block, two dense
 
 
+def test_cnn_kernels_hold_the_numbers_of_a_direct_draw():
+  # Drawn as matrices for XLA:CPU's compile time, not for other numbers.
+  direct = jax.nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform")
+  for shape in ((3, 3, 8, 16), (512, 32)):
+    key = jax.random.key(7)
+    np.testing.assert_array_equal(
+      cnn_lib._torch_kernel_init(key, shape), direct(key, shape)
+    )
+
+
 def test_cnn_train_and_eval_modes():
   model = cnn_lib.CNN(cnn_lib.CNN_PRESETS["tiny"], rngs=_rngs(0))
   x = _images(1)
