@@ -41,11 +41,10 @@ import shlex
 import signal
 import sys
 from collections.abc import Sequence
-from typing import Any
 
 from benchmarks.reproduce import orchestration, report
 from benchmarks.reproduce.presets import EXPERIMENTS, PRESETS
-from examples.common import compile_cache, cpu_setup, optimizers
+from examples.common import compile_cache, cpu_setup, optimizers, stopping
 
 MODES = ("sweep", "ablation", "compare")
 DEBUG_ENV_VAR = "EXADAM_DEBUG"
@@ -197,26 +196,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
   return args
 
 
-class Stopped(Exception):
-  """Raised by the handler of SIGTERM or SIGINT, to stop at once."""
-
-  def __init__(self, signum: int):
-    super().__init__(signal.Signals(signum).name)
-    self.exit_status = 128 + signum
-
-
-def _stop(signum: int, frame: Any) -> None:
-  del frame
-  raise Stopped(signum)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
   """Runs the command line; returns the exit status.
 
   Errors of the inputs or the environment print one line (``--debug`` or
   ``EXADAM_DEBUG=1`` shows the traceback) and return 1; SIGTERM or Ctrl-C
-  stops at once, keeping every finished chunk, and returns 128 + the signal
-  number.
+  stops once the chunk in progress is saved (a second one stops at once,
+  losing that chunk) and returns 128 + the signal number.
   """
   args = parse_args(argv)
   debug = args.debug or os.environ.get(DEBUG_ENV_VAR, "") not in ("", "0")
@@ -241,26 +227,25 @@ def main(argv: Sequence[str] | None = None) -> int:
   # Every run of an experiment compiles the same programs; the cache
   # compiles them once for all runs, seeds and later invocations.
   compile_cache.enable()
-  handlers = {
-    signum: signal.signal(signum, _stop)
-    for signum in (signal.SIGTERM, signal.SIGINT)
-  }
+  signals = stopping.StopSignals(
+    announce=lambda line: print(line, flush=True),
+    action="saving the chunk in progress",
+  )
   try:
-    tables = orchestration.Reproduction(args, command).run()
-  except Stopped as stop:
+    with signals:
+      tables = orchestration.Reproduction(args, command, signals).run()
+  except (orchestration.Stopped, KeyboardInterrupt):
+    signum = signals.signal or signal.SIGINT
     print(
-      f"{stop}: stopped; every finished chunk is saved in {args.out}; run the "
-      "same command again to continue.",
+      f"{signal.Signals(signum).name}: stopped; every finished chunk is saved "
+      f"in {args.out}; run the same command again to continue.",
       file=sys.stderr,
     )
-    return stop.exit_status
+    return 128 + signum
   except (ValueError, OSError, FloatingPointError, RuntimeError) as error:
     if debug:
       raise
     print(f"error: {error}", file=sys.stderr)
     return 1
-  finally:
-    for signum, handler in handlers.items():
-      signal.signal(signum, handler)
   print(f"wrote {tables}", flush=True)
   return 0

@@ -16,7 +16,8 @@ and checkpoints every group after each chunk; ``run_info.json`` records each
 stage once it has finished. Started again with the same options, a
 reproduction skips the finished stages and continues the unfinished one from
 its checkpoints (:mod:`benchmarks.reproduce.resume`), so a sweep stopped by
-SIGTERM, Ctrl-C or a kill loses at most the chunk in progress.
+a kill loses at most the chunk in progress. SIGTERM or Ctrl-C loses nothing:
+the stop comes after the chunk in progress is saved.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ from benchmarks.reproduce.presets import (
 )
 from benchmarks.reproduce.runs import RunSpec
 from benchmarks.step_cost.report import environment
-from examples.common import optimizers, sharding
+from examples.common import optimizers, sharding, stopping
 
 SWEEP_SEED_OFFSET = 1000
 """Sweep seeds start this far above ``--first-seed``, apart from the final ones."""
@@ -65,6 +66,10 @@ RESUMABLE_OPTIONS = ("data_dir", "download", "report_only")
 """Options that may differ when a stopped reproduction is started again."""
 _GROUPS = {CNN: cnn.CNNRunGroup, "gpt": gpt.GPTRunGroup}
 _LOADERS = {CNN: cnn.load, "gpt": gpt.load}
+
+
+class Stopped(Exception):
+  """Raised after a stop signal, once the chunk in progress is saved."""
 
 
 def _log(message: str) -> None:
@@ -253,14 +258,22 @@ class Reproduction:
   Args:
     args: The parsed command line.
     command: The command as typed, for ``run_info.json``.
+    signals: The stop signals to heed: after a signal, :meth:`run` raises
+      :class:`Stopped` at the end of the chunk in progress, once it is saved.
 
   Raises:
     ValueError: If ``--out`` holds results of another command (or of a
       version that did not record its options).
   """
 
-  def __init__(self, args: argparse.Namespace, command: str):
+  def __init__(
+    self,
+    args: argparse.Namespace,
+    command: str,
+    signals: stopping.StopSignals | None = None,
+  ):
     self.args = args
+    self.signals = signals
     self.out: pathlib.Path = args.out
     self.preset = PRESETS[args.preset].with_schedule(
       args.schedule, args.warmup_fraction, args.final_fraction
@@ -337,6 +350,16 @@ class Reproduction:
       report.write_report(self.out)
     return report.write_report(self.out)
 
+  def stop_if_requested(self) -> None:
+    """Raises :class:`Stopped` if a stop signal has arrived.
+
+    The signal handler only notes the signal: an exception raised wherever
+    the signal strikes can be swallowed (JAX's compilation cache turns one
+    into a warning) or leave JAX to crash at exit.
+    """
+    if self.signals is not None and self.signals.requested:
+      raise Stopped
+
   def run_stage(
     self,
     context: ExperimentContext,
@@ -356,6 +379,7 @@ class Reproduction:
     """
     if stage in self.info["stages"]:
       return self.info["stages"][stage]
+    self.stop_if_requested()
     groups = [
       context.make_group(group, length) for group in runs_by_arm if group
     ]
@@ -377,15 +401,18 @@ class Reproduction:
         positions[run.run_id] = None if progress is None else group.position
     resume.keep_restored_records(path, positions)
     by_group = dict(zip(map(id, groups), checkpoints, strict=True))
+
+    def after_chunk(group: Any, seconds: float) -> None:
+      by_group[id(group)].save(group, seconds)
+      self.stop_if_requested()
+
     try:
       outcome = schedule.run_round_robin(
         groups,
         records.RecordWriter(path).write,
         time_budget=time_budget,
         log=_log,
-        after_chunk=lambda group, seconds: by_group[id(group)].save(
-          group, seconds
-        ),
+        after_chunk=after_chunk,
         elapsed=elapsed,
       )
     finally:

@@ -30,8 +30,13 @@ class RunStopped(Exception):
 class StopSignals:
   """A context manager that notes SIGTERM and Ctrl-C instead of exiting."""
 
-  def __init__(self, announce: Callable[[str], None]):
+  def __init__(
+    self,
+    announce: Callable[[str], None],
+    action: str = "saving a checkpoint at the current step",
+  ):
     self._announce = announce  # called with a line saying a signal arrived
+    self._action = action  # what that line says happens before the stop
     self._received: int | None = None  # on this process
     self.signal: int | None = None  # once every process knows of it
     self._saved_handlers: dict[int, Any] = {}
@@ -55,8 +60,8 @@ class StopSignals:
     if jax.process_count() == 1:
       self.signal = signum
     self._announce(
-      f"{signal.Signals(signum).name} received: saving a checkpoint at the "
-      "current step (send it again to stop at once)."
+      f"{signal.Signals(signum).name} received: {self._action} (send it "
+      "again to stop at once)."
     )
 
   @property

@@ -241,12 +241,13 @@ def test_sigterm_stops_in_one_line_and_the_same_command_continues(
     stderr=subprocess.PIPE,
     text=True,
   )
+  # The signal comes as soon as the reproduction has begun, before it has
+  # trained a chunk.
   deadline = time.monotonic() + 240
-  stage = resume.stage_dir(out, "gpt-sweep-0")
-  while not (stage.is_dir() and any(stage.rglob("_CHECKPOINT_METADATA"))):
+  while not (out / report.RUN_INFO_FILE).exists():
     assert process.poll() is None, process.communicate()
-    assert time.monotonic() < deadline, "no checkpoint within 240 s"
-    time.sleep(0.2)
+    assert time.monotonic() < deadline, "no run_info.json within 240 s"
+    time.sleep(0.05)
   process.send_signal(signal.SIGTERM)
   _, stderr = process.communicate(timeout=120)
   assert process.returncode == 128 + signal.SIGTERM
@@ -261,4 +262,43 @@ def test_sigterm_stops_in_one_line_and_the_same_command_continues(
   capsys.readouterr()
   assert cli.main(argv) == 0
   assert "continuing the reproduction" in capsys.readouterr().out
+  assert _records(out) == _records(uninterrupted["gpt"])
+
+
+@pytest.mark.parametrize("signals", [1, 2])
+def test_a_stop_signal_saves_the_chunk_in_progress_a_second_stops_at_once(
+  signals,
+  uninterrupted,
+  tmp_path,
+  smoke_cifar_dir,
+  module_data_env,
+  monkeypatch,
+  capsys,
+):
+  out = tmp_path / "out"
+  argv = _argv(out, smoke_cifar_dir, GPT_SWEEP)
+  real_save = resume.GroupCheckpoints.save
+  saved = []
+
+  def save(self, group, stage_seconds):
+    # The signals arrive as the first chunk ends, before its checkpoint.
+    if not saved:
+      for _ in range(signals):
+        signal.raise_signal(signal.SIGTERM)
+    real_save(self, group, stage_seconds)
+    saved.append(group.chunks_done)
+
+  with monkeypatch.context() as patch:
+    patch.setattr(resume.GroupCheckpoints, "save", save)
+    assert cli.main(argv) == 128 + signal.SIGTERM
+  printed = capsys.readouterr()
+  assert "SIGTERM received: saving the chunk in progress" in printed.out
+  assert printed.err.splitlines() == [
+    f"SIGTERM: stopped; every finished chunk is saved in {out}; run the same "
+    "command again to continue."
+  ]
+  # One signal: the chunk is saved and nothing runs after it. A second one
+  # stops at once, before the save.
+  assert saved == ([1] if signals == 1 else [])
+  assert cli.main(argv) == 0
   assert _records(out) == _records(uninterrupted["gpt"])
