@@ -259,7 +259,8 @@ class Reproduction:
     args: The parsed command line.
     command: The command as typed, for ``run_info.json``.
     signals: The stop signals to heed: after a signal, :meth:`run` raises
-      :class:`Stopped` at the end of the chunk in progress, once it is saved.
+      :class:`Stopped` once the chunk in progress is saved, or before the
+      next stage begins.
 
   Raises:
     ValueError: If ``--out`` holds results of another command (or of a

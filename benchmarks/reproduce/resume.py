@@ -60,8 +60,9 @@ def stage_dir(out_dir: pathlib.Path, stage: str) -> pathlib.Path:
 def _signals_held() -> Iterator[None]:
   """Holds SIGTERM and SIGINT until the block ends, then delivers them.
 
-  A stop signal that interrupted Orbax mid-save would leave its background
-  threads failing at exit; a save takes a fraction of a second.
+  A second stop signal, which stops at once, would otherwise interrupt Orbax
+  mid-save and leave its background threads failing at exit; a save takes a
+  fraction of a second.
   """
   if threading.current_thread() is not threading.main_thread():
     yield
